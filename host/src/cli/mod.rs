@@ -1,0 +1,123 @@
+//! The `keel` command line. Errors print as one line on stderr; exit codes
+//! are listed in [`exit`] and in docs/cli.md.
+
+mod audit;
+mod bench;
+mod call;
+pub mod exit;
+mod plugins;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::workspace::Workspace;
+
+/// keel: run AI agents as sandboxed WebAssembly components, with governed
+/// memory and an audit log.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, propagate_version = true, arg_required_else_help = true)]
+pub struct Cli {
+    /// The workspace folder (holds keel.toml and keel.redb).
+    #[arg(long, short = 'w', global = true, env = "KEEL_WORKSPACE", default_value = ".")]
+    pub workspace: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a workspace: keel.toml and keel.redb in DIR.
+    Init {
+        /// Folder to create the workspace in (made if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Check a plugin, show what it asks for, and install it.
+    Install(plugins::InstallArgs),
+    /// List installed plugins.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a plugin's imports, exports, requested and granted capabilities.
+    Inspect {
+        /// The plugin's name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a plugin's `handle` once and print its outcome.
+    Call(call::CallArgs),
+    /// Uninstall a plugin; its memory is kept.
+    Remove {
+        /// The plugin's name.
+        name: String,
+    },
+    /// Embed a plugin.toml into a component, making a single-file plugin.
+    Pack(plugins::PackArgs),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Measure keel against bare wasmtime on this machine.
+    Bench(bench::BenchArgs),
+}
+
+/// Entry point of the `keel` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            return exit::ERROR.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("keel: {}", one_line(&e));
+            exit::code_for(&e).into()
+        }
+    }
+}
+
+/// An anyhow chain as one line: "context: cause: cause".
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keel::guest=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let open = || {
+        Workspace::open(&cli.workspace).with_context(|| format!("workspace {}", cli.workspace.display()))
+    };
+    match cli.command {
+        Command::Init { dir } => {
+            let ws = Workspace::init(&dir)?;
+            println!("created workspace in {}", ws.root().display());
+            println!("next: keel --workspace {} install PLUGIN.wasm", ws.root().display());
+        }
+        Command::Install(args) => plugins::install(&open()?, args)?,
+        Command::List { json } => plugins::list(&open()?, json)?,
+        Command::Inspect { name, json } => plugins::inspect(&open()?, &name, json)?,
+        Command::Call(args) => call::call(&open()?, args).await?,
+        Command::Remove { name } => plugins::remove(&open()?, &name)?,
+        Command::Pack(args) => plugins::pack(args)?,
+        Command::Audit(cmd) => audit::run(&open()?, cmd)?,
+        Command::Bench(args) => bench::run(args).await?,
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,110 @@
+//! Installed plugins: their records (manifest, grants, hashes) and the
+//! component bytes, so a workspace is complete in one file.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::audit::{self, AuditEntry};
+use super::{Store, StoreError};
+use crate::kernel::grants::CapabilitySet;
+use crate::plugin::World;
+
+const PLUGINS: TableDefinition<&str, &str> = TableDefinition::new("plugins");
+const PLUGIN_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_blobs");
+
+/// One installed plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    pub description: String,
+    /// sha256 of the installed file, hex.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// What the manifest asked for.
+    pub requested: CapabilitySet,
+    /// What the operator granted.
+    pub grants: CapabilitySet,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub installed_at_ms: u64,
+}
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(PLUGINS)?;
+    txn.open_table(PLUGIN_BLOBS)?;
+    Ok(())
+}
+
+fn parse(name: &str, json: &str) -> Result<PluginRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { what: format!("plugin record `{name}`"), detail: e.to_string() })
+}
+
+impl Store {
+    /// Records `record` and its bytes, with the audit entry, in one commit.
+    pub fn plugin_insert(&self, record: &PluginRecord, bytes: &[u8], entry: AuditEntry) -> Result<(), StoreError> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut plugins = txn.open_table(PLUGINS)?;
+            let json = serde_json::to_string(record).expect("plugin records always serialize");
+            plugins.insert(record.name.as_str(), json.as_str())?;
+            let mut blobs = txn.open_table(PLUGIN_BLOBS)?;
+            blobs.insert(record.sha256.as_str(), bytes)?;
+        }
+        audit::append(&txn, entry)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn plugin_get(&self, name: &str) -> Result<Option<PluginRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let plugins = txn.open_table(PLUGINS)?;
+        plugins.get(name)?.map(|v| parse(name, v.value())).transpose()
+    }
+
+    /// The installed bytes with this sha256.
+    pub fn plugin_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let blobs = txn.open_table(PLUGIN_BLOBS)?;
+        Ok(blobs.get(sha256)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every installed plugin, by name.
+    pub fn plugin_list(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let plugins = txn.open_table(PLUGINS)?;
+        let mut out = Vec::new();
+        for item in plugins.iter()? {
+            let (k, v) = item?;
+            out.push(parse(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a plugin (its memory stays); drops its bytes unless another
+    /// plugin shares them. Returns the removed record.
+    pub fn plugin_remove(&self, name: &str, entry: AuditEntry) -> Result<Option<PluginRecord>, StoreError> {
+        let txn = self.db().begin_write()?;
+        let removed = {
+            let mut plugins = txn.open_table(PLUGINS)?;
+            let removed = plugins.remove(name)?.map(|v| parse(name, v.value())).transpose()?;
+            if let Some(record) = &removed {
+                let mut shared = false;
+                for item in plugins.iter()? {
+                    let (k, v) = item?;
+                    shared |= parse(k.value(), v.value())?.sha256 == record.sha256;
+                }
+                if !shared {
+                    txn.open_table(PLUGIN_BLOBS)?.remove(record.sha256.as_str())?;
+                }
+            }
+            removed
+        };
+        if removed.is_some() {
+            audit::append(&txn, entry)?;
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+}

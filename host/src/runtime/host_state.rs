@@ -1,0 +1,71 @@
+//! What one store (one call of one plugin) owns.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::limits::GuestLimiter;
+use crate::kernel::{Caller, Gate};
+
+/// Per-call state; dropped with the store, so nothing leaks between calls.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: GuestLimiter,
+    pub(crate) caller: Caller,
+    pub(crate) gate: Gate,
+    /// What the guest wrote to stderr (a panic message, say), bounded.
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+/// Guest stderr kept per call, for trap messages and debug logs.
+pub const GUEST_STDERR_BYTES: usize = 64 * 1024;
+
+impl HostState {
+    pub fn new(caller: Caller, gate: Gate, memory_bytes: usize) -> HostState {
+        let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
+        HostState {
+            wasi: minimal_wasi(stderr.clone()),
+            table: ResourceTable::new(),
+            limiter: GuestLimiter::new(memory_bytes),
+            caller,
+            gate,
+            stderr,
+        }
+    }
+}
+
+/// WASI with clocks and random only: no preopened directories, no
+/// environment, no arguments, no sockets; stdin empty, stdout discarded,
+/// stderr captured into `stderr`.
+fn minimal_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
+    WasiCtxBuilder::new().stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build()
+}
+
+impl HostState {
+    /// The guest's stderr as one line without Rust's backtrace hint, cut to
+    /// a readable length; empty if it wrote nothing.
+    pub(crate) fn stderr_summary(&self) -> String {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match line.char_indices().nth(MAX_SUMMARY_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line,
+        }
+    }
+}
+
+/// Longest guest stderr excerpt put into an error message.
+const MAX_SUMMARY_CHARS: usize = 400;
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,160 @@
+//! Tier 3: the `keel` binary against throwaway workspaces.
+
+mod common;
+
+use common::guests::*;
+use common::{keel, stderr, stdout};
+
+fn installed(plugins: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, ws) = common::workspace();
+    for p in plugins {
+        let out = keel(&ws, &["install", p, "--yes"]);
+        assert!(out.status.success(), "install {p}: {}", stderr(&out));
+    }
+    (dir, ws)
+}
+
+#[test]
+fn init_creates_a_workspace_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("new");
+    let out = keel(&ws, &["init", ws.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ws.join("keel.toml").exists() && ws.join("keel.redb").exists());
+    let again = keel(&ws, &["init", ws.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already a keel workspace"), "{}", stderr(&again));
+}
+
+#[test]
+fn hello_state_persists_across_processes() {
+    let (_dir, ws) = installed(&[HELLO]);
+    let first = keel(&ws, &["call", "hello", "--input", r#"{"name":"Ada"}"#]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first: serde_json::Value = serde_json::from_str(&stdout(&first)).unwrap();
+    assert_eq!(first["message"], "Hello, Ada!");
+    assert_eq!(first["times_seen"], 1);
+
+    let second = keel(&ws, &["call", "hello", "--input", r#"{"name":"Ada"}"#]);
+    let second: serde_json::Value = serde_json::from_str(&stdout(&second)).unwrap();
+    assert_eq!(second["times_seen"], 2, "call 2 reads what call 1 wrote");
+}
+
+#[test]
+fn list_inspect_and_remove() {
+    let (_dir, ws) = installed(&[HELLO]);
+    let list = stdout(&keel(&ws, &["list"]));
+    assert!(list.contains("hello") && list.contains("agent"), "{list}");
+
+    let inspect = stdout(&keel(&ws, &["inspect", "hello"]));
+    assert!(inspect.contains("keel:plugin/memory@0.1.0"), "imports listed: {inspect}");
+    assert!(inspect.contains("read and write namespace `hello`"), "grants listed: {inspect}");
+
+    let removed = keel(&ws, &["remove", "hello"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let call = keel(&ws, &["call", "hello"]);
+    assert_eq!(call.status.code(), Some(1));
+    assert!(stderr(&call).contains("no plugin named `hello` is installed"), "{}", stderr(&call));
+}
+
+#[test]
+fn installing_twice_is_refused() {
+    let (_dir, ws) = installed(&[HELLO]);
+    let out = keel(&ws, &["install", HELLO, "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already installed"), "{}", stderr(&out));
+}
+
+#[test]
+fn install_without_yes_and_without_a_terminal_asks_for_yes() {
+    let (_dir, ws) = common::workspace();
+    let out = keel(&ws, &["install", HELLO]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("rerun with --yes"), "{}", stderr(&out));
+    assert!(stdout(&keel(&ws, &["list"])).contains("no plugins installed"));
+}
+
+/// Each bad file gets its own message, and nothing is written.
+#[test]
+fn bad_plugin_files_fail_clearly_and_write_nothing() {
+    let (dir, ws) = common::workspace();
+    let hello = std::fs::read(HELLO).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("notes.wasm", b"hello, I am a text file\n".to_vec(), "is not a WebAssembly file"),
+        ("core.wasm", b"\0asm\x01\0\0\0".to_vec(), "is a core WebAssembly module, not a component"),
+        ("truncated.wasm", hello[..hello.len() / 2].to_vec(), "is truncated"),
+        ("empty-world.wasm", keel_host::plugin::package::pack(b"\0asm\x0d\0\x01\0", "name = 'x'\nversion = '1'\nworld = 'agent'"), "is a component of another world"),
+        ("unpacked.wasm", keel_host::plugin::package::pack(b"\0asm\x0d\0\x01\0", "name = 'x'\nversion = '1'\nworld = 'agent'\nbogus = 1"), "unknown field `bogus`"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = keel(&ws, &["install", path.to_str().unwrap(), "--yes"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expected) && err.contains(name), "{name}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("keel: ")).count(), 1, "one error line: {err}");
+    }
+    let wasi_command = keel(&ws, &["install", WASI_COMMAND, "--yes"]);
+    assert!(stderr(&wasi_command).contains("is a component of another world"), "{}", stderr(&wasi_command));
+    assert!(stderr(&wasi_command).contains("wasi:cli/run"), "names what it exports: {}", stderr(&wasi_command));
+
+    assert!(stdout(&keel(&ws, &["list"])).contains("no plugins installed"));
+    assert_eq!(stdout(&keel(&ws, &["audit", "tail"])), "", "no audit entries");
+}
+
+#[test]
+fn plugin_faults_exit_with_code_4_and_one_clear_line() {
+    let (_dir, ws) = installed(&[LOOP_FOREVER, TRAP_MID_CALL]);
+    let out = keel(&ws, &["call", "loop-forever"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("plugin `loop-forever` timed out after 1500 ms"), "{}", stderr(&out));
+    let out = keel(&ws, &["call", "trap-mid-call"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("deliberate trap for the test"), "panic message surfaces: {}", stderr(&out));
+}
+
+#[test]
+fn ungranted_imports_are_denied_audited_and_logged() {
+    let (_dir, ws) = installed(&[UNGRANTED_IMPORT]);
+    let out = keel(&ws, &["call", "ungranted-import"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(r#""propose": "denied""#), "{}", stdout(&out));
+    assert!(stderr(&out).contains("denied") && stderr(&out).contains("someone-else"), "logged: {}", stderr(&out));
+    let audit = stdout(&keel(&ws, &["audit", "tail"]));
+    assert_eq!(audit.matches("DENIED").count(), 3, "{audit}");
+    assert!(audit.contains("payments.charge"), "{audit}");
+}
+
+#[test]
+fn invalid_input_json_is_rejected_before_running() {
+    let (_dir, ws) = installed(&[ECHO]);
+    let out = keel(&ws, &["call", "echo", "--input", "{not json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--input is not valid JSON"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_command_has_help() {
+    let (_dir, ws) = common::workspace();
+    for cmd in ["init", "install", "list", "inspect", "call", "remove", "pack", "audit", "bench"] {
+        let out = keel(&ws, &[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help: {}", stderr(&out));
+        assert!(stdout(&out).contains("Usage:"), "{cmd}");
+    }
+}
+
+#[test]
+fn pack_embeds_a_manifest_that_install_reads() {
+    let (dir, ws) = common::workspace();
+    let bare = dir.path().join("bare.wasm");
+    let manifest = dir.path().join("plugin.toml");
+    std::fs::write(&manifest, "name = 'renamed'\nversion = '2.0.0'\nworld = 'agent'\n").unwrap();
+    // Repacking the echo plugin replaces its manifest.
+    std::fs::copy(ECHO, &bare).unwrap();
+    let out = keel(&ws, &["pack", bare.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = keel(&ws, &["install", bare.to_str().unwrap(), "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("installed renamed 2.0.0"), "{}", stdout(&out));
+}

@@ -1,0 +1,53 @@
+//! Shared helpers for the host's integration tests.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use keel_host::kernel::CapabilitySet;
+use keel_host::runtime::Runtime;
+use keel_host::workspace::Workspace;
+
+/// Paths of the guest plugins built by host/build.rs.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// Limits small enough that faults surface quickly in tests.
+pub const TEST_CONFIG: &str = "[limits]\ncall_timeout_ms = 1500\nmemory_mib = 128\noutput_kib = 1024\n";
+
+/// A fresh workspace in a temp folder with [`TEST_CONFIG`].
+pub fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("keel.toml"), TEST_CONFIG).unwrap();
+    (dir, ws)
+}
+
+/// Installs the plugin file at `path`, granting what it asks for.
+pub fn install(ws: &Workspace, runtime: &Runtime, path: &str) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let candidate = runtime.check_candidate(bytes, Path::new(path), None, &()).expect("plugin passes the install checks");
+    let grants: CapabilitySet = candidate.manifest.capabilities.clone();
+    ws.install(candidate, grants).expect("install").name
+}
+
+/// Runs the `keel` binary against workspace `ws`.
+pub fn keel(ws: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running keel")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
