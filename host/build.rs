@@ -195,13 +195,10 @@ fn find_guests(workspace: &Path, is_test_component: bool) -> Result<Vec<Guest>> 
 
 /// The top-level `name = "..."` of a plugin manifest (before any table).
 fn manifest_name(toml: &str) -> Option<&str> {
-    toml.lines()
-        .map(str::trim)
-        .take_while(|line| !line.starts_with('['))
-        .find_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            (key.trim() == "name").then(|| value.trim().trim_matches('"'))
-        })
+    toml.lines().map(str::trim).take_while(|line| !line.starts_with('[')).find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "name").then(|| value.trim().trim_matches('"'))
+    })
 }
 
 /// Writes `component` + a `keel-manifest` custom section holding `manifest`

@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { keel_host::cli::main() }
+fn main() -> std::process::ExitCode {
+    keel_host::cli::main()
+}

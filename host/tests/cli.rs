@@ -83,8 +83,19 @@ fn bad_plugin_files_fail_clearly_and_write_nothing() {
         ("notes.wasm", b"hello, I am a text file\n".to_vec(), "is not a WebAssembly file"),
         ("core.wasm", b"\0asm\x01\0\0\0".to_vec(), "is a core WebAssembly module, not a component"),
         ("truncated.wasm", hello[..hello.len() / 2].to_vec(), "is truncated"),
-        ("empty-world.wasm", keel_host::plugin::package::pack(b"\0asm\x0d\0\x01\0", "name = 'x'\nversion = '1'\nworld = 'agent'"), "is a component of another world"),
-        ("unpacked.wasm", keel_host::plugin::package::pack(b"\0asm\x0d\0\x01\0", "name = 'x'\nversion = '1'\nworld = 'agent'\nbogus = 1"), "unknown field `bogus`"),
+        (
+            "empty-world.wasm",
+            keel_host::plugin::package::pack(b"\0asm\x0d\0\x01\0", "name = 'x'\nversion = '1'\nworld = 'agent'"),
+            "is a component of another world",
+        ),
+        (
+            "unpacked.wasm",
+            keel_host::plugin::package::pack(
+                b"\0asm\x0d\0\x01\0",
+                "name = 'x'\nversion = '1'\nworld = 'agent'\nbogus = 1",
+            ),
+            "unknown field `bogus`",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
@@ -157,4 +168,20 @@ fn pack_embeds_a_manifest_that_install_reads() {
     let out = keel(&ws, &["install", bare.to_str().unwrap(), "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("installed renamed 2.0.0"), "{}", stdout(&out));
+}
+
+#[test]
+fn bench_prints_ratios_against_the_floor() {
+    let (_dir, ws) = common::workspace();
+    let out = keel(&ws, &["bench", "--iterations", "200"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for row in ["instantiate+call (echo)", "hello: memory get+put, durable", "memory.get host call round trip"] {
+        let line = table.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("row {row}: {table}"));
+        let ratio: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('x')?.parse().ok())
+            .unwrap_or_else(|| panic!("ratio in {line}"));
+        assert!(ratio > 0.0 && ratio.is_finite(), "{line}");
+    }
 }

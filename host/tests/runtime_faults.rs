@@ -12,7 +12,17 @@ fn host() -> (tempfile::TempDir, Workspace, Runtime) {
     let (dir, path) = common::workspace();
     let ws = Workspace::open(&path).unwrap();
     let runtime = ws.runtime().unwrap();
-    for plugin in [HELLO, ECHO, LOOP_FOREVER, MEMORY_BOMB, DEEP_RECURSION, TRAP_MID_CALL, UNGRANTED_IMPORT, HUGE_OUTPUT, MEMORY_READS] {
+    for plugin in [
+        HELLO,
+        ECHO,
+        LOOP_FOREVER,
+        MEMORY_BOMB,
+        DEEP_RECURSION,
+        TRAP_MID_CALL,
+        UNGRANTED_IMPORT,
+        HUGE_OUTPUT,
+        MEMORY_READS,
+    ] {
         common::install(&ws, &runtime, plugin);
     }
     (dir, ws, runtime)

@@ -9,8 +9,7 @@ impl Task {
     /// Parses the task's JSON input into `T`, or fails with `invalid-input`
     /// naming what did not match.
     pub fn input_json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_str(&self.input)
-            .map_err(|e| Error::InvalidInput(format!("task input: {e}")))
+        serde_json::from_str(&self.input).map_err(|e| Error::InvalidInput(format!("task input: {e}")))
     }
 }
 

@@ -6,10 +6,7 @@ pub use crate::bindings::keel::plugin::log::Level as LogLevel;
 
 /// Logs `message` at `level` with key/value `fields`.
 pub fn with_fields(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     log(level, message, &fields);
 }
 

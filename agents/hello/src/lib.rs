@@ -25,10 +25,7 @@ fn handle(task: Task) -> Result<Outcome, Error> {
     let seen = memory::get_json::<u64>(NAMESPACE, &input.name)?.unwrap_or(0) + 1;
     memory::put_json(NAMESPACE, &input.name, &seen)?;
     keel_sdk::log::info(&format!("greeted {} (seen {seen} times)", input.name));
-    Outcome::json(&Greeting {
-        message: format!("Hello, {}!", input.name),
-        times_seen: seen,
-    })
+    Outcome::json(&Greeting { message: format!("Hello, {}!", input.name), times_seen: seen })
 }
 
 agent!(handle);

@@ -15,8 +15,8 @@ pub struct BareState {
     kv: HashMap<(String, String), Vec<u8>>,
 }
 
-impl BareState {
-    pub fn new() -> BareState {
+impl Default for BareState {
+    fn default() -> BareState {
         BareState { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new(), kv: HashMap::new() }
     }
 }

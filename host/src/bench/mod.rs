@@ -82,7 +82,9 @@ impl Bare {
     }
 
     async fn call(&self, input: &str) -> anyhow::Result<String> {
-        let mut store = Store::new(&self.engine, bare::BareState::new());
+        let mut store = Store::new(&self.engine, bare::BareState::default());
+        // Same engine settings as keel, so epochs are on; never interrupt.
+        store.set_epoch_deadline(u64::MAX / 2);
         let agent = self.pre.instantiate_async(&mut store).await?;
         let task = Task { id: "bench".into(), input: input.into(), run_id: None };
         let out = agent.call_handle(&mut store, &task).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -152,10 +154,15 @@ pub async fn run(iterations: usize) -> anyhow::Result<Report> {
     let mut rows = Vec::new();
     rows.push(compare("instantiate+call (echo)", iterations, &echo, &runtime, "echo", r#"{"ping":1}"#).await?);
     let hello_iters = (iterations / 10).max(CHUNK);
-    rows.push(compare("hello: memory get+put, durable", hello_iters, &hello, &runtime, "hello", r#"{"name":"b"}"#).await?);
+    rows.push(
+        compare("hello: memory get+put, durable", hello_iters, &hello, &runtime, "hello", r#"{"name":"b"}"#).await?,
+    );
 
     let input = |n: u64| format!(r#"{{"reads":{n}}}"#);
-    let host_call = host_call_cost(iterations, async |n| runtime.call("memory-reads", input(n)).await.map(drop).map_err(Into::into)).await?;
+    let host_call = host_call_cost(iterations, async |n| {
+        runtime.call("memory-reads", input(n)).await.map(drop).map_err(Into::into)
+    })
+    .await?;
     let host_call_floor = host_call_cost(iterations, async |n| reads.call(&input(n)).await.map(drop)).await?;
     drop(ws);
     let _ = std::fs::remove_dir_all(&dir);
@@ -171,7 +178,11 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
         writeln!(f, "keel bench: {} measured calls per side, floor and keel interleaved", self.iterations)?;
-        writeln!(f, "{:<34} {:>11} {:>11} {:>8} {:>11} {:>11}", "case", "floor p50", "keel p50", "ratio", "floor p99", "keel p99")?;
+        writeln!(
+            f,
+            "{:<34} {:>11} {:>11} {:>8} {:>11} {:>11}",
+            "case", "floor p50", "keel p50", "ratio", "floor p99", "keel p99"
+        )?;
         for r in &self.rows {
             writeln!(
                 f,

@@ -27,7 +27,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 impl actions::Host for ActionsView<'_> {
     fn propose(&mut self, action: Action) -> wasmtime::Result<Result<Disposition, GuestError>> {
-        let _span = tracing::debug_span!("keel.actions.propose", plugin = %self.caller.plugin, kind = %action.kind).entered();
+        let _span =
+            tracing::debug_span!("keel.actions.propose", plugin = %self.caller.plugin, kind = %action.kind).entered();
         if let Err(denied) = self.gate.check(self.caller, Request::Action { kind: &action.kind }) {
             return Ok(Err(denied));
         }

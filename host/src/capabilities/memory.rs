@@ -6,9 +6,9 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::memory;
 use crate::kernel::{Caller, Gate, Request};
+use crate::memory::StoreError;
 use crate::memory::audit::AuditEntry;
 use crate::memory::kv::{MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES};
-use crate::memory::StoreError;
 use crate::runtime::HostState;
 
 /// The memory capability as one call sees it.

@@ -33,12 +33,14 @@ fn no_provider(tier: &str) -> GuestError {
 
 impl model::Host for ModelView<'_> {
     fn complete(&mut self, request: CompletionRequest) -> wasmtime::Result<Result<Completion, GuestError>> {
-        let _span = tracing::debug_span!("keel.model.complete", plugin = %self.caller.plugin, tier = %request.tier).entered();
+        let _span =
+            tracing::debug_span!("keel.model.complete", plugin = %self.caller.plugin, tier = %request.tier).entered();
         Ok(self.gate.check(self.caller, Request::Model { tier: &request.tier }).and(Err(no_provider(&request.tier))))
     }
 
     fn embed(&mut self, texts: Vec<String>) -> wasmtime::Result<Result<Vec<Vec<f32>>, GuestError>> {
-        let _span = tracing::debug_span!("keel.model.embed", plugin = %self.caller.plugin, count = texts.len()).entered();
+        let _span =
+            tracing::debug_span!("keel.model.embed", plugin = %self.caller.plugin, count = texts.len()).entered();
         Ok(self.gate.check(self.caller, Request::Model { tier: EMBED_TIER }).and(Err(no_provider(EMBED_TIER))))
     }
 }

@@ -10,7 +10,7 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    eprintln!("measuring (about a minute)…");
+    eprintln!("measuring {} calls per side (a few seconds)…", args.iterations);
     let report = crate::bench::run(args.iterations.max(100)).await?;
     print!("{report}");
     Ok(())

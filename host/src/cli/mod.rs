@@ -72,7 +72,9 @@ pub enum Command {
 /// Entry point of the `keel` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Guest log lines would drown the benchmark's table.
+    let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "warn,keel::guest=info" };
+    init_tracing(default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -94,16 +96,14 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keel::guest=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let open = || {
-        Workspace::open(&cli.workspace).with_context(|| format!("workspace {}", cli.workspace.display()))
-    };
+    let open = || Workspace::open(&cli.workspace).with_context(|| format!("workspace {}", cli.workspace.display()));
     match cli.command {
         Command::Init { dir } => {
             let ws = Workspace::init(&dir)?;

@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::progress::CompileSpinner;
-use crate::plugin::package;
 use crate::plugin::InstallError;
+use crate::plugin::package;
 use crate::workspace::Workspace;
 
 #[derive(Debug, Args)]
@@ -136,7 +136,8 @@ pub fn remove(ws: &Workspace, name: &str) -> anyhow::Result<()> {
 
 pub fn pack(args: PackArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.component).with_context(|| format!("cannot read {}", args.component.display()))?;
-    let text = std::fs::read_to_string(&args.manifest).with_context(|| format!("cannot read {}", args.manifest.display()))?;
+    let text =
+        std::fs::read_to_string(&args.manifest).with_context(|| format!("cannot read {}", args.manifest.display()))?;
     crate::plugin::PluginManifest::parse(&text, &args.manifest.display().to_string()).map_err(anyhow::Error::msg)?;
     crate::plugin::inspect::check_binary(&bytes, &args.component)?;
     let out = args.output.unwrap_or(args.component);

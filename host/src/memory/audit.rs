@@ -54,7 +54,11 @@ impl AuditEntry {
     }
 
     pub fn denied(actor: &str, operation: &str, target: impl Into<String>, reason: impl Into<String>) -> AuditEntry {
-        AuditEntry { decision: Decision::Denied, reason: Some(reason.into()), ..AuditEntry::allowed(actor, operation, target) }
+        AuditEntry {
+            decision: Decision::Denied,
+            reason: Some(reason.into()),
+            ..AuditEntry::allowed(actor, operation, target)
+        }
     }
 }
 
@@ -98,5 +102,6 @@ impl Store {
 }
 
 fn parse_entry(seq: u64, json: &str) -> Result<AuditEntry, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { what: format!("audit entry {seq}"), detail: e.to_string() })
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt { what: format!("audit entry {seq}"), detail: e.to_string() })
 }

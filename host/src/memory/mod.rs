@@ -23,7 +23,9 @@ const SCHEMA_KEY: &str = "schema_version";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("workspace database {path} is in use by another keel process (is `keel serve` running?): stop it or use its API")]
+    #[error(
+        "workspace database {path} is in use by another keel process (is `keel serve` running?): stop it or use its API"
+    )]
     InUse { path: PathBuf },
     #[error("cannot open workspace database {path}: {source}; run `keel init` to create a workspace")]
     Open { path: PathBuf, source: redb::DatabaseError },
@@ -110,7 +112,35 @@ impl Store {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_refused_with_upgrade_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let txn = store.db().begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(SCHEMA_KEY, SCHEMA_VERSION + 1).unwrap();
+        txn.commit().unwrap();
+        drop(store);
+
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(err.to_string().contains("upgrade keel"), "{err}");
+    }
+
+    #[test]
+    fn a_second_opener_is_told_who_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.redb");
+        let _first = Store::open(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+    }
 }

@@ -38,7 +38,8 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 fn parse(name: &str, json: &str) -> Result<PluginRecord, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt { what: format!("plugin record `{name}`"), detail: e.to_string() })
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt { what: format!("plugin record `{name}`"), detail: e.to_string() })
 }
 
 impl Store {

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 use super::manifest::{PluginManifest, World};
 use super::package;
@@ -28,21 +28,33 @@ pub const CONNECTOR_EXPORT: &str = "keel:plugin/connector-api@0.1.0";
 pub enum InstallError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a WebAssembly file (it does not start with \\0asm): pass the .wasm component your build produced")]
+    #[error(
+        "{path} is not a WebAssembly file (it does not start with \\0asm): pass the .wasm component your build produced"
+    )]
     NotWasm { path: PathBuf },
-    #[error("{path} is a core WebAssembly module, not a component: build it for wasm32-wasip2, or wrap it with `wasm-tools component new`")]
+    #[error(
+        "{path} is a core WebAssembly module, not a component: build it for wasm32-wasip2, or wrap it with `wasm-tools component new`"
+    )]
     CoreModule { path: PathBuf },
     #[error("{path} is truncated (the file ends inside a section at byte {offset}): rebuild or download it again")]
     Truncated { path: PathBuf, offset: usize },
     #[error("{path} is not a valid component ({detail}): rebuild it against keel's wit/")]
     Invalid { path: PathBuf, detail: String },
-    #[error("{path} is a component of another world: it exports [{exports}], but a keel agent exports `{AGENT_EXPORT}` and a connector `{CONNECTOR_EXPORT}`; build it against the `agent` or `connector` world in keel's wit/")]
+    #[error(
+        "{path} is a component of another world: it exports [{exports}], but a keel agent exports `{AGENT_EXPORT}` and a connector `{CONNECTOR_EXPORT}`; build it against the `agent` or `connector` world in keel's wit/"
+    )]
     WrongWorld { path: PathBuf, exports: String },
-    #[error("{path}: its manifest says world = \"{declared}\" but the component is a {actual}: fix `world` in plugin.toml")]
+    #[error(
+        "{path}: its manifest says world = \"{declared}\" but the component is a {actual}: fix `world` in plugin.toml"
+    )]
     WorldMismatch { path: PathBuf, declared: World, actual: World },
-    #[error("{path} needs an import keel does not provide ({detail}); keel provides keel:plugin/*@0.1.0 and wasi:*@0.2")]
+    #[error(
+        "{path} needs an import keel does not provide ({detail}); keel provides keel:plugin/*@0.1.0 and wasi:*@0.2"
+    )]
     MissingImport { path: PathBuf, detail: String },
-    #[error("{path} carries no keel manifest: embed one with `keel pack {path} --manifest plugin.toml`, or pass `--manifest plugin.toml`")]
+    #[error(
+        "{path} carries no keel manifest: embed one with `keel pack {path} --manifest plugin.toml`, or pass `--manifest plugin.toml`"
+    )]
     NoManifest { path: PathBuf },
     #[error("invalid plugin manifest {0}")]
     Manifest(String),
@@ -95,7 +107,11 @@ pub fn check_binary(bytes: &[u8], path: &Path) -> Result<(), InstallError> {
 }
 
 /// Reads the manifest from `override_text` or from the embedded section.
-pub fn read_manifest(bytes: &[u8], path: &Path, override_text: Option<(&str, &Path)>) -> Result<PluginManifest, InstallError> {
+pub fn read_manifest(
+    bytes: &[u8],
+    path: &Path,
+    override_text: Option<(&str, &Path)>,
+) -> Result<PluginManifest, InstallError> {
     let (text, origin) = match override_text {
         Some((text, origin)) => (text.to_owned(), origin.display().to_string()),
         None => match package::embedded_manifest(bytes) {

@@ -66,7 +66,9 @@ impl PluginManifest {
             }
         }
         if self.world == World::Agent && !caps.outbound.is_empty() {
-            return Err("`capabilities.outbound`: agents have no network access; only connectors may ask for hosts".into());
+            return Err(
+                "`capabilities.outbound`: agents have no network access; only connectors may ask for hosts".into()
+            );
         }
         for (i, hp) in caps.outbound.iter().enumerate() {
             let ok = hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
@@ -95,7 +97,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = PluginManifest::parse("name='a'\nversion='1'\nworld='agent'\ncolour='red'", "plugin.toml").unwrap_err();
+        let err =
+            PluginManifest::parse("name='a'\nversion='1'\nworld='agent'\ncolour='red'", "plugin.toml").unwrap_err();
         assert!(err.contains("plugin.toml") && err.contains("colour"), "{err}");
     }
 

@@ -25,15 +25,21 @@ pub enum CallError {
     NotAnAgent { name: String, world: World },
     #[error("cannot load plugin `{plugin}`: {detail}; reinstall it with `keel install`")]
     Load { plugin: String, detail: String },
-    #[error("plugin `{plugin}` timed out after {limit_ms} ms and was stopped: look for an endless loop, or raise `limits.call_timeout_ms` in keel.toml")]
+    #[error(
+        "plugin `{plugin}` timed out after {limit_ms} ms and was stopped: look for an endless loop, or raise `limits.call_timeout_ms` in keel.toml"
+    )]
     Timeout { plugin: String, limit_ms: u128 },
-    #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB and was stopped: look for unbounded allocation, or raise `limits.memory_mib` in keel.toml")]
+    #[error(
+        "plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB and was stopped: look for unbounded allocation, or raise `limits.memory_mib` in keel.toml"
+    )]
     MemoryLimit { plugin: String, limit_mib: usize },
     #[error("plugin `{plugin}` overflowed its stack (runaway recursion?) and was stopped")]
     StackOverflow { plugin: String },
     #[error("plugin `{plugin}` trapped: {detail}")]
     Trap { plugin: String, detail: String },
-    #[error("plugin `{plugin}` returned {size} bytes of output, over the limit of {limit}: return less, or keep large data in memory and return its key")]
+    #[error(
+        "plugin `{plugin}` returned {size} bytes of output, over the limit of {limit}: return less, or keep large data in memory and return its key"
+    )]
     OutputTooLarge { plugin: String, size: usize, limit: usize },
     #[error("plugin `{plugin}` returned an error: {error}")]
     Guest { plugin: String, error: GuestError },
@@ -88,11 +94,7 @@ impl Runtime {
         // other calls on its worker; stop it once its time is up.
         let deadline = Instant::now() + self.limits.call_timeout;
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+            if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
         });
         store.set_epoch_deadline(1);
 
@@ -106,7 +108,12 @@ impl Runtime {
             Err(_elapsed) => return Err(self.timeout(plugin_name)),
             Ok(Err(trap)) => {
                 let state = store.data();
-                return Err(self.classify_trap(plugin_name, trap, state.limiter.memory_exceeded, state.stderr_summary()));
+                return Err(self.classify_trap(
+                    plugin_name,
+                    trap,
+                    state.limiter.memory_exceeded,
+                    state.stderr_summary(),
+                ));
             }
             Ok(Ok(Err(error))) => return Err(CallError::Guest { plugin: plugin_name, error }),
             Ok(Ok(Ok(outcome))) => outcome,
@@ -129,7 +136,13 @@ impl Runtime {
         CallError::Timeout { plugin, limit_ms: self.limits.call_timeout.as_millis() }
     }
 
-    fn classify_trap(&self, plugin: String, error: wasmtime::Error, memory_exceeded: bool, stderr: String) -> CallError {
+    fn classify_trap(
+        &self,
+        plugin: String,
+        error: wasmtime::Error,
+        memory_exceeded: bool,
+        stderr: String,
+    ) -> CallError {
         if memory_exceeded || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
             return CallError::MemoryLimit { plugin, limit_mib: self.limits.memory_bytes >> 20 };
         }
@@ -148,7 +161,8 @@ fn one_line(error: &wasmtime::Error) -> String {
     for cause in error.chain() {
         let text = cause.to_string();
         let first = text.lines().next().unwrap_or_default().trim().to_owned();
-        if !first.is_empty() && !first.starts_with("error while executing at wasm backtrace") && !parts.contains(&first) {
+        if !first.is_empty() && !first.starts_with("error while executing at wasm backtrace") && !parts.contains(&first)
+        {
             parts.push(first);
         }
     }

@@ -107,8 +107,15 @@ impl Runtime {
         self.gate.store()
     }
 
-    fn compile(&self, bytes: &[u8], sha256: &str, label: &str, progress: &dyn CompileProgress) -> wasmtime::Result<Component> {
-        let (component, outcome) = self.cache.load(&self.engine, bytes, sha256, || progress.started(label, bytes.len()))?;
+    fn compile(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        label: &str,
+        progress: &dyn CompileProgress,
+    ) -> wasmtime::Result<Component> {
+        let (component, outcome) =
+            self.cache.load(&self.engine, bytes, sha256, || progress.started(label, bytes.len()))?;
         if let CacheOutcome::Compiled(took) = outcome {
             progress.finished(took);
         }
@@ -133,7 +140,11 @@ impl Runtime {
             .map_err(|e| InstallError::Compile { path: path.into(), detail: format!("{e:#}") })?;
         let info = inspect::classify(&component, &self.engine, path)?;
         if info.world != manifest.world {
-            return Err(InstallError::WorldMismatch { path: path.into(), declared: manifest.world, actual: info.world });
+            return Err(InstallError::WorldMismatch {
+                path: path.into(),
+                declared: manifest.world,
+                actual: info.world,
+            });
         }
         let pre = self
             .linker
@@ -156,11 +167,18 @@ impl Runtime {
             return Err(CallError::NotAnAgent { name: name.into(), world: record.world });
         }
         let load_err = |detail: String| CallError::Load { plugin: name.into(), detail };
-        let bytes = self.store().plugin_blob(&record.sha256)?.ok_or_else(|| load_err("its component bytes are missing".into()))?;
+        let bytes = self
+            .store()
+            .plugin_blob(&record.sha256)?
+            .ok_or_else(|| load_err("its component bytes are missing".into()))?;
         let component = self.compile(&bytes, &record.sha256, name, progress).map_err(|e| load_err(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| load_err(format!("{e:#}")))?;
         let pre = AgentPre::new(pre).map_err(|e| load_err(format!("{e:#}")))?;
-        let caller = Caller { plugin: record.name.clone(), version: record.version.clone(), grants: Arc::new(record.grants.clone()) };
+        let caller = Caller {
+            plugin: record.name.clone(),
+            version: record.version.clone(),
+            grants: Arc::new(record.grants.clone()),
+        };
         let plugin = Arc::new(PreparedPlugin { record, caller, pre });
         prepared.insert(name.to_owned(), plugin.clone());
         Ok(plugin)

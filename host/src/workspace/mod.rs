@@ -115,7 +115,8 @@ impl Workspace {
             exports: candidate.info.exports.clone(),
             installed_at_ms: now_ms(),
         };
-        let mut entry = AuditEntry::allowed("operator", "plugin.install", format!("{}@{}", record.name, record.version));
+        let mut entry =
+            AuditEntry::allowed("operator", "plugin.install", format!("{}@{}", record.name, record.version));
         entry.reason = Some(format!("sha256 {}", record.sha256));
         self.store.plugin_insert(&record, &candidate.bytes, entry)?;
         Ok(record)

@@ -28,7 +28,8 @@ pub fn workspace() -> (tempfile::TempDir, PathBuf) {
 /// Installs the plugin file at `path`, granting what it asks for.
 pub fn install(ws: &Workspace, runtime: &Runtime, path: &str) -> String {
     let bytes = std::fs::read(path).unwrap();
-    let candidate = runtime.check_candidate(bytes, Path::new(path), None, &()).expect("plugin passes the install checks");
+    let candidate =
+        runtime.check_candidate(bytes, Path::new(path), None, &()).expect("plugin passes the install checks");
     let grants: CapabilitySet = candidate.manifest.capabilities.clone();
     ws.install(candidate, grants).expect("install").name
 }
