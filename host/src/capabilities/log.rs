@@ -6,7 +6,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::keel::plugin::log::{self, Level};
 use crate::runtime::HostState;
 
-/// Longest message or field list kept from one log call.
+/// Longest log line (message and fields) kept from one call.
 pub const MAX_LOG_LINE_BYTES: usize = 64 * 1024;
 
 pub struct LogView<'a> {
@@ -25,15 +25,18 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 impl log::Host for LogView<'_> {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
-        let message = truncate(message);
-        let fields = truncate(fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        let mut line = message;
+        for (k, v) in &fields {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        let line = truncate(line);
         let plugin = self.plugin;
         match level {
-            Level::Trace => tracing::trace!(target: "keel::guest", plugin, fields, "{message}"),
-            Level::Debug => tracing::debug!(target: "keel::guest", plugin, fields, "{message}"),
-            Level::Info => tracing::info!(target: "keel::guest", plugin, fields, "{message}"),
-            Level::Warn => tracing::warn!(target: "keel::guest", plugin, fields, "{message}"),
-            Level::Error => tracing::error!(target: "keel::guest", plugin, fields, "{message}"),
+            Level::Trace => tracing::trace!(target: "keel::guest", plugin, "{line}"),
+            Level::Debug => tracing::debug!(target: "keel::guest", plugin, "{line}"),
+            Level::Info => tracing::info!(target: "keel::guest", plugin, "{line}"),
+            Level::Warn => tracing::warn!(target: "keel::guest", plugin, "{line}"),
+            Level::Error => tracing::error!(target: "keel::guest", plugin, "{line}"),
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ pub enum World {
 
 impl std::fmt::Display for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             World::Agent => "agent",
             World::Connector => "connector",
         })
