@@ -158,3 +158,14 @@ async fn wasi_command() {
     assert!(matches!(err, keel_host::plugin::InstallError::WrongWorld { .. }), "{err:?}");
     assert!(err.to_string().contains("wasi:cli/run@0.2"), "{err}");
 }
+
+#[tokio::test]
+async fn a_failed_call_commits_none_of_its_writes() {
+    let (_dir, ws, runtime) = host();
+    runtime.call("trap-mid-call", "{}".into()).await.expect_err("traps");
+    assert_eq!(ws.store().kv_get("trap-mid-call", "progress").unwrap(), None, "the write before the trap is dropped");
+    assert!(ws.store().audit_tail(100).unwrap().iter().all(|e| e.actor != "trap-mid-call"), "and not audited");
+
+    runtime.call("hello", r#"{"name":"kept"}"#.into()).await.unwrap();
+    assert!(ws.store().kv_get("hello", "kept").unwrap().is_some(), "a successful call's write lands");
+}

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-pub use crate::bindings::keel::plugin::memory::{delete, get, list_keys, put};
+pub use crate::bindings::keel::plugin::memory::{delete, get, list_keys, put, put_expiring};
 
 /// Reads `key` from `namespace` and parses it as JSON.
 pub fn get_json<T: DeserializeOwned>(namespace: &str, key: &str) -> Result<Option<T>, Error> {

@@ -52,6 +52,10 @@ impl memory::Host for BareState {
         self.kv.insert((namespace, key), value);
         Ok(Ok(()))
     }
+    fn put_expiring(&mut self, namespace: String, key: String, value: Vec<u8>, _ttl_ms: u64) -> R<()> {
+        self.kv.insert((namespace, key), value);
+        Ok(Ok(()))
+    }
     fn delete(&mut self, namespace: String, key: String) -> R<bool> {
         Ok(Ok(self.kv.remove(&(namespace, key)).is_some()))
     }

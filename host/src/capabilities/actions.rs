@@ -8,6 +8,7 @@ use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::actions::{self, Action, Disposition};
 use crate::kernel::{Caller, Gate, Request};
 use crate::memory::audit::AuditEntry;
+use crate::memory::committer::Batch;
 use crate::runtime::HostState;
 
 pub struct ActionsView<'a> {
@@ -33,11 +34,9 @@ impl actions::Host for ActionsView<'_> {
             return Ok(Err(denied));
         }
         let reason = format!("no connector serves `{}` in this workspace", action.kind);
-        let mut entry = AuditEntry::allowed(&self.caller.plugin, "actions.propose", action.kind.clone());
-        entry.reason = Some(reason.clone());
-        if let Err(e) = self.gate.store().audit_append(entry) {
-            return Ok(Err(GuestError::Unavailable(format!("cannot record the proposal: {e}"))));
-        }
+        let entry =
+            AuditEntry::allowed(&self.caller.plugin, "actions.propose", action.kind.clone()).with_reason(&reason);
+        self.gate.store().enqueue(Batch::audit_only(entry));
         Ok(Err(GuestError::Unavailable(format!("{reason}: install a connector that declares it"))))
     }
 }

@@ -1,5 +1,6 @@
-//! `keel:plugin/memory`: namespaced key/value entries, each access checked
-//! by the gate, each write audited in the same commit.
+//! `keel:plugin/memory`: namespaced key/value entries. Each access is
+//! checked by the gate; writes collect in the call's [`WriteSet`] and are
+//! committed, with their audit entries, when the call succeeds.
 
 use wasmtime::component::{HasData, Linker};
 
@@ -9,12 +10,15 @@ use crate::kernel::{Caller, Gate, Request};
 use crate::memory::StoreError;
 use crate::memory::audit::AuditEntry;
 use crate::memory::kv::{MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES};
+use crate::memory::now_ms;
+use crate::memory::write_set::{KvWrite, WriteSet};
 use crate::runtime::HostState;
 
 /// The memory capability as one call sees it.
 pub struct MemoryView<'a> {
     pub caller: &'a Caller,
     pub gate: &'a Gate,
+    pub writes: &'a mut WriteSet,
 }
 
 struct MemoryCapability;
@@ -24,7 +28,11 @@ impl HasData for MemoryCapability {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    memory::add_to_linker::<HostState, MemoryCapability>(linker, |s| MemoryView { caller: &s.caller, gate: &s.gate })
+    memory::add_to_linker::<HostState, MemoryCapability>(linker, |s| MemoryView {
+        caller: &s.caller,
+        gate: &s.gate,
+        writes: &mut s.writes,
+    })
 }
 
 type GuestResult<T> = wasmtime::Result<Result<T, GuestError>>;
@@ -36,35 +44,69 @@ fn check_key(key: &str) -> Result<(), GuestError> {
     Ok(())
 }
 
+fn check_value(key: &str, value: &[u8]) -> Result<(), GuestError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(GuestError::InvalidInput(format!(
+            "value for `{key}` is {} bytes, over the {MAX_VALUE_BYTES}-byte limit",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 fn unavailable(e: StoreError) -> GuestError {
     tracing::error!(error = %e, "memory backend failed");
     GuestError::Unavailable(format!("memory backend failed: {e}"))
 }
 
+impl MemoryView<'_> {
+    fn read(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, GuestError> {
+        match self.writes.kv(namespace, key) {
+            Some(KvWrite::Put { value, expires_at_ms }) if expires_at_ms.is_none_or(|t| t > now_ms()) => {
+                Ok(Some(value.clone()))
+            }
+            Some(_) => Ok(None),
+            None => self.gate.store().kv_get(namespace, key).map_err(unavailable),
+        }
+    }
+
+    fn write(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), GuestError> {
+        self.gate.check(self.caller, Request::MemoryWrite { namespace })?;
+        check_key(key)?;
+        check_value(key, &value)?;
+        let entry = AuditEntry::allowed(&self.caller.plugin, "memory.put", format!("{namespace}/{key}"));
+        self.writes.put(namespace, key, value, expires_at_ms, entry);
+        Ok(())
+    }
+}
+
 impl memory::Host for MemoryView<'_> {
     fn get(&mut self, namespace: String, key: String) -> GuestResult<Option<Vec<u8>>> {
         let _span = tracing::debug_span!("keel.memory.get", plugin = %self.caller.plugin, %namespace).entered();
-        Ok((|| {
-            self.gate.check(self.caller, Request::MemoryRead { namespace: &namespace })?;
+        Ok(self.gate.check(self.caller, Request::MemoryRead { namespace: &namespace }).and_then(|()| {
             check_key(&key)?;
-            self.gate.store().kv_get(&namespace, &key).map_err(unavailable)
-        })())
+            self.read(&namespace, &key)
+        }))
     }
 
     fn put(&mut self, namespace: String, key: String, value: Vec<u8>) -> GuestResult<()> {
         let _span = tracing::debug_span!("keel.memory.put", plugin = %self.caller.plugin, %namespace).entered();
-        Ok((|| {
-            self.gate.check(self.caller, Request::MemoryWrite { namespace: &namespace })?;
-            check_key(&key)?;
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(GuestError::InvalidInput(format!(
-                    "value for `{key}` is {} bytes, over the {MAX_VALUE_BYTES}-byte limit",
-                    value.len()
-                )));
-            }
-            let entry = AuditEntry::allowed(&self.caller.plugin, "memory.put", format!("{namespace}/{key}"));
-            self.gate.store().kv_put(&namespace, &key, &value, entry).map_err(unavailable)
-        })())
+        Ok(self.write(&namespace, &key, value, None))
+    }
+
+    fn put_expiring(&mut self, namespace: String, key: String, value: Vec<u8>, ttl_ms: u64) -> GuestResult<()> {
+        let _span =
+            tracing::debug_span!("keel.memory.put_expiring", plugin = %self.caller.plugin, %namespace).entered();
+        if ttl_ms == 0 {
+            return Ok(Err(GuestError::InvalidInput("ttl-ms must be at least 1".into())));
+        }
+        Ok(self.write(&namespace, &key, value, Some(now_ms().saturating_add(ttl_ms))))
     }
 
     fn delete(&mut self, namespace: String, key: String) -> GuestResult<bool> {
@@ -72,8 +114,10 @@ impl memory::Host for MemoryView<'_> {
         Ok((|| {
             self.gate.check(self.caller, Request::MemoryWrite { namespace: &namespace })?;
             check_key(&key)?;
+            let existed = self.read(&namespace, &key)?.is_some();
             let entry = AuditEntry::allowed(&self.caller.plugin, "memory.delete", format!("{namespace}/{key}"));
-            self.gate.store().kv_delete(&namespace, &key, entry).map_err(unavailable)
+            self.writes.delete(&namespace, &key, entry);
+            Ok(existed)
         })())
     }
 
@@ -84,7 +128,26 @@ impl memory::Host for MemoryView<'_> {
             if limit > MAX_LIST_KEYS {
                 return Err(GuestError::InvalidInput(format!("limit {limit} is over the maximum of {MAX_LIST_KEYS}")));
             }
-            self.gate.store().kv_list_keys(&namespace, &prefix, limit).map_err(unavailable)
+            // Stored keys, with this call's own puts and deletes applied.
+            let pending: Vec<(&str, &KvWrite)> = self.writes.kv_prefixed(&namespace, &prefix).collect();
+            let fetch = limit as usize + pending.len();
+            let mut keys: std::collections::BTreeSet<String> = self
+                .gate
+                .store()
+                .kv_list_keys(&namespace, &prefix, fetch as u32)
+                .map_err(unavailable)?
+                .into_iter()
+                .collect();
+            let now = now_ms();
+            for (key, write) in pending {
+                match write {
+                    KvWrite::Put { expires_at_ms, .. } if expires_at_ms.is_none_or(|t| t > now) => {
+                        keys.insert(key.to_owned())
+                    }
+                    _ => keys.remove(key),
+                };
+            }
+            Ok(keys.into_iter().take(limit as usize).collect())
         })())
     }
 }

@@ -17,6 +17,7 @@ use crate::bindings::GuestError;
 use crate::kernel::grants::CapabilitySet;
 use crate::memory::Store;
 use crate::memory::audit::AuditEntry;
+use crate::memory::committer::Batch;
 
 /// Who is calling: a plugin and what the operator granted it.
 #[derive(Debug, Clone)]
@@ -102,10 +103,10 @@ impl Gate {
         }
         let reason = request.missing_grant();
         tracing::warn!(plugin = %caller.plugin, operation = request.operation(), target = request.target(), %reason, "denied");
+        // Queued, not awaited: it lands with (or before) the next commit,
+        // even if the call that caused it fails.
         let entry = AuditEntry::denied(&caller.plugin, request.operation(), request.target(), reason.clone());
-        if let Err(e) = self.store.audit_append(entry) {
-            tracing::error!(error = %e, "could not audit a denial");
-        }
+        self.store.enqueue(Batch::audit_only(entry));
         Err(GuestError::Denied(format!("{reason}: ask the operator to grant it in the plugin's manifest")))
     }
 }

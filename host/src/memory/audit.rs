@@ -1,15 +1,31 @@
 //! The audit log: one entry per gate decision and per state-changing host
-//! call, append-only, numbered in commit order.
+//! call, append-only and hash-chained.
 //!
-//! Entries are written in the same redb transaction as the change they
-//! describe, so a change without its entry is never visible.
+//! Threat: someone with access to the workspace file editing, removing or
+//! reordering entries to hide what a plugin or the operator did. Each entry
+//! carries the sha256 of the previous entry and its own content, and the
+//! database keeps the head (last sequence number and hash) beside the log;
+//! `keel audit verify` recomputes the chain and names the first entry that
+//! does not fit. Not stopped: an attacker who rewrites the whole chain and
+//! the head consistently. Copy the head hash somewhere else (`keel audit
+//! verify` prints it) to detect that too.
+//!
+//! Entries are written by the committer in the same transaction as the
+//! change they describe, so a change without its entry is never visible.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use super::committer::Batch;
 use super::{Store, StoreError, now_ms};
 
 const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
+/// Last sequence number and hash, written with every append.
+const AUDIT_HEAD: TableDefinition<&str, &str> = TableDefinition::new("audit_head");
+const HEAD_KEY: &str = "head";
+/// The `prev_hash` of the first entry.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What the gate decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,8 +35,9 @@ pub enum Decision {
     Denied,
 }
 
-/// One audit record.
+/// One audit record. Field order is the hashed serialization order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     /// Position in the log, from 1; assigned on append.
     #[serde(default)]
@@ -38,6 +55,12 @@ pub struct AuditEntry {
     /// Why, for denials and notable approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Hash of the previous entry (hex); assigned on append.
+    #[serde(default)]
+    pub prev_hash: String,
+    /// sha256 over `prev_hash` and this entry without `hash` (hex).
+    #[serde(default)]
+    pub hash: String,
 }
 
 impl AuditEntry {
@@ -50,6 +73,8 @@ impl AuditEntry {
             target: target.into(),
             decision: Decision::Allowed,
             reason: None,
+            prev_hash: String::new(),
+            hash: String::new(),
         }
     }
 
@@ -60,38 +85,158 @@ impl AuditEntry {
             ..AuditEntry::allowed(actor, operation, target)
         }
     }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> AuditEntry {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The hash this entry should carry, given its other fields.
+    pub fn compute_hash(&self) -> String {
+        let unhashed = AuditEntry { hash: String::new(), ..self.clone() };
+        let body = serde_json::to_vec(&unhashed).expect("audit entries always serialize");
+        hash_body(&self.prev_hash, &body)
+    }
+}
+
+/// The head of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Default for AuditHead {
+    fn default() -> Self {
+        AuditHead { seq: 0, hash: GENESIS_HASH.to_owned() }
+    }
+}
+
+/// Where and how the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditBreak {
+    #[error("audit entry #{seq} was changed after it was written (its hash does not match its content)")]
+    Edited { seq: u64 },
+    #[error("audit entry #{expected} is missing (the next entry is #{found})")]
+    Missing { expected: u64, found: u64 },
+    #[error("audit entry #{seq} does not follow entry #{prev} (an entry was removed, inserted or reordered before it)")]
+    Unlinked { seq: u64, prev: u64 },
+    #[error(
+        "the audit log ends at entry #{last}, but entries up to #{head} were written: entries were removed from the end"
+    )]
+    Truncated { last: u64, head: u64 },
+    #[error("audit entry #{seq} is unreadable ({detail})")]
+    Unreadable { seq: u64, detail: String },
+}
+
+/// The result of a full check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub entries: u64,
+    pub head: AuditHead,
+    pub broken: Option<AuditBreak>,
 }
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(AUDIT)?;
+    txn.open_table(AUDIT_HEAD)?;
     Ok(())
 }
 
-/// Appends `entry` inside `txn`; it becomes visible when `txn` commits.
-pub(crate) fn append(txn: &WriteTransaction, mut entry: AuditEntry) -> Result<u64, StoreError> {
-    let mut table = txn.open_table(AUDIT)?;
-    let seq = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
-    entry.seq = seq;
-    entry.at_ms = now_ms();
-    let json = serde_json::to_string(&entry).expect("audit entries always serialize");
-    table.insert(seq, json.as_str())?;
+fn read_head(table: &impl ReadableTable<&'static str, &'static str>) -> Result<AuditHead, StoreError> {
+    match table.get(HEAD_KEY)? {
+        None => Ok(AuditHead::default()),
+        Some(v) => serde_json::from_str(v.value())
+            .map_err(|e| StoreError::Corrupt { what: "the audit head".into(), detail: e.to_string() }),
+    }
+}
+
+/// Appends entries inside one write transaction, chaining each to the
+/// last. The head is read once and written once per transaction, so a
+/// group commit of many entries costs one head update.
+pub(crate) struct Appender<'txn> {
+    log: redb::Table<'txn, u64, &'static str>,
+    heads: redb::Table<'txn, &'static str, &'static str>,
+    head: AuditHead,
+    changed: bool,
+}
+
+impl<'txn> Appender<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let heads = txn.open_table(AUDIT_HEAD)?;
+        let head = read_head(&heads)?;
+        Ok(Appender { log: txn.open_table(AUDIT)?, heads, head, changed: false })
+    }
+
+    /// Appends `entry` stamped with the current time.
+    pub(crate) fn append(&mut self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        entry.at_ms = now_ms();
+        self.append_keeping_time(entry)
+    }
+
+    /// Appends `entry` with its own `at_ms` (schema migrations).
+    pub(crate) fn append_keeping_time(&mut self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        entry.seq = self.head.seq + 1;
+        entry.prev_hash = std::mem::take(&mut self.head.hash);
+        entry.hash = String::new();
+        // One serialization serves both the hash and the stored JSON: the
+        // hash covers the entry with an empty `hash`, the last field.
+        let mut json = serde_json::to_string(&entry).expect("audit entries always serialize");
+        let hash = hash_body(&entry.prev_hash, json.as_bytes());
+        debug_assert!(json.ends_with(r#""hash":""}"#));
+        json.truncate(json.len() - 2);
+        json.push_str(&hash);
+        json.push_str("\"}");
+        self.log.insert(entry.seq, json.as_str())?;
+        self.head = AuditHead { seq: entry.seq, hash };
+        self.changed = true;
+        Ok(entry.seq)
+    }
+
+    /// Writes the new head; call before the transaction commits.
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+        if self.changed {
+            let head = serde_json::to_string(&self.head).expect("heads serialize");
+            self.heads.insert(HEAD_KEY, head.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends one entry inside `txn` (for code writing outside the committer).
+pub(crate) fn append(txn: &WriteTransaction, entry: AuditEntry) -> Result<u64, StoreError> {
+    let mut appender = Appender::open(txn)?;
+    let seq = appender.append(entry)?;
+    appender.finish()?;
     Ok(seq)
 }
 
+fn hash_body(prev_hash: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+fn parse_entry(seq: u64, json: &str) -> Result<AuditEntry, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt { what: format!("audit entry #{seq}"), detail: e.to_string() })
+}
+
 impl Store {
-    /// Appends one entry in its own commit.
+    /// Appends one entry durably, in its own batch.
     pub fn audit_append(&self, entry: AuditEntry) -> Result<u64, StoreError> {
-        let txn = self.db().begin_write()?;
-        let seq = append(&txn, entry)?;
-        txn.commit()?;
-        Ok(seq)
+        let receipt = self.commit_blocking(Batch::audit_only(entry))?;
+        Ok(receipt.audit_seqs[0])
     }
 
     /// The last `n` entries, oldest first.
     pub fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(AUDIT)?;
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(10_000));
         for item in table.iter()?.rev().take(n) {
             let (k, v) = item?;
             out.push(parse_entry(k.value(), v.value())?);
@@ -99,9 +244,67 @@ impl Store {
         out.reverse();
         Ok(out)
     }
-}
 
-fn parse_entry(seq: u64, json: &str) -> Result<AuditEntry, StoreError> {
-    serde_json::from_str(json)
-        .map_err(|e| StoreError::Corrupt { what: format!("audit entry {seq}"), detail: e.to_string() })
+    /// Entry number `seq`, if it exists.
+    pub fn audit_get(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        table.get(seq)?.map(|v| parse_entry(seq, v.value())).transpose()
+    }
+
+    /// Calls `f` with every entry in order (for export).
+    pub fn audit_for_each(&self, mut f: impl FnMut(&AuditEntry) -> std::io::Result<()>) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut n = 0;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            f(&parse_entry(k.value(), v.value())?)
+                .map_err(|e| StoreError::Corrupt { what: "the export output".into(), detail: e.to_string() })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Recomputes the whole chain and reports the first break.
+    pub fn audit_verify(&self) -> Result<Verification, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let head = read_head(&txn.open_table(AUDIT_HEAD)?)?;
+        let mut prev = AuditHead::default();
+        let mut entries = 0;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let seq = k.value();
+            entries += 1;
+            let entry = match serde_json::from_str::<AuditEntry>(v.value()) {
+                Ok(e) => e,
+                Err(e) => {
+                    let broken = AuditBreak::Unreadable { seq, detail: e.to_string() };
+                    return Ok(Verification { entries, head, broken: Some(broken) });
+                }
+            };
+            let broken = if seq != prev.seq + 1 {
+                Some(AuditBreak::Missing { expected: prev.seq + 1, found: seq })
+            } else if entry.seq != seq || entry.hash != entry.compute_hash() {
+                Some(AuditBreak::Edited { seq })
+            } else if entry.prev_hash != prev.hash {
+                Some(AuditBreak::Unlinked { seq, prev: prev.seq })
+            } else {
+                None
+            };
+            if broken.is_some() {
+                return Ok(Verification { entries, head, broken });
+            }
+            prev = AuditHead { seq, hash: entry.hash };
+        }
+        let broken = (prev != head).then(|| {
+            if prev.seq < head.seq {
+                AuditBreak::Truncated { last: prev.seq, head: head.seq }
+            } else {
+                AuditBreak::Edited { seq: prev.seq }
+            }
+        });
+        Ok(Verification { entries, head, broken })
+    }
 }

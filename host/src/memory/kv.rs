@@ -1,12 +1,15 @@
-//! Key/value entries in namespaces: the plugin-visible memory of the
-//! runtime core. Access control happens before this, in `kernel::gate`.
+//! Key/value entries in namespaces, with an optional expiry: the
+//! plugin-visible short-term memory. Access control happens before this,
+//! in `kernel::gate`; writes arrive through the committer.
 
 use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
 
-use super::audit::{self, AuditEntry};
-use super::{Store, StoreError};
+use super::{Store, StoreError, now_ms};
 
+/// Value layout: 8 bytes little-endian expiry (Unix ms, 0 = never), then
+/// the plugin's bytes.
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memory_kv");
+const EXPIRY_BYTES: usize = 8;
 
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -20,68 +23,79 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn encode(value: &[u8], expires_at_ms: Option<u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(EXPIRY_BYTES + value.len());
+    out.extend_from_slice(&expires_at_ms.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The live value of a stored entry, or `None` if it has expired.
+fn decode(stored: &[u8], now: u64) -> Option<&[u8]> {
+    let (expiry, value) = stored.split_at_checked(EXPIRY_BYTES)?;
+    let expiry = u64::from_le_bytes(expiry.try_into().expect("8 bytes"));
+    (expiry == 0 || expiry > now).then_some(value)
+}
+
+pub(crate) fn apply_put(
+    txn: &WriteTransaction,
+    namespace: &str,
+    key: &str,
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+) -> Result<(), StoreError> {
+    txn.open_table(KV)?.insert((namespace, key), encode(value, expires_at_ms).as_slice())?;
+    Ok(())
+}
+
+pub(crate) fn apply_delete(txn: &WriteTransaction, namespace: &str, key: &str) -> Result<(), StoreError> {
+    txn.open_table(KV)?.remove((namespace, key))?;
+    Ok(())
+}
+
 impl Store {
-    /// Reads `key` in `namespace`.
+    /// Reads `key` in `namespace`; expired entries read as absent.
     pub fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(KV)?;
-        Ok(table.get((namespace, key))?.map(|v| v.value().to_vec()))
+        let now = now_ms();
+        Ok(table.get((namespace, key))?.and_then(|v| decode(v.value(), now).map(<[u8]>::to_vec)))
     }
 
-    /// Writes `key` in `namespace` and its audit entry in one commit.
-    pub fn kv_put(&self, namespace: &str, key: &str, value: &[u8], entry: AuditEntry) -> Result<(), StoreError> {
-        let txn = self.db().begin_write()?;
-        {
-            let mut table = txn.open_table(KV)?;
-            table.insert((namespace, key), value)?;
-        }
-        audit::append(&txn, entry)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Deletes `key` in `namespace` and records the audit entry in one
-    /// commit; returns whether the key existed.
-    pub fn kv_delete(&self, namespace: &str, key: &str, entry: AuditEntry) -> Result<bool, StoreError> {
-        let txn = self.db().begin_write()?;
-        let existed = {
-            let mut table = txn.open_table(KV)?;
-            table.remove((namespace, key))?.is_some()
-        };
-        audit::append(&txn, entry)?;
-        txn.commit()?;
-        Ok(existed)
-    }
-
-    /// Lists up to `limit` keys of `namespace` that start with `prefix`.
+    /// Lists up to `limit` live keys of `namespace` that start with `prefix`.
     pub fn kv_list_keys(&self, namespace: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(KV)?;
-        let mut keys = Vec::new();
-        for item in table.range((namespace, prefix)..)? {
-            let (k, _) = item?;
-            let (ns, key) = k.value();
-            if ns != namespace || !key.starts_with(prefix) || keys.len() >= limit as usize {
-                break;
-            }
-            keys.push(key.to_owned());
-        }
-        Ok(keys)
+        Ok(self.kv_scan(namespace, prefix, limit as usize)?.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// Every entry of `namespace` (for `keel memory` and tests).
-    pub fn kv_entries(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// Up to `limit` live entries of `namespace` whose key starts with
+    /// `prefix`, in key order.
+    pub fn kv_scan(&self, namespace: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(KV)?;
+        let now = now_ms();
         let mut out = Vec::new();
-        for item in table.range((namespace, "")..)? {
+        for item in table.range((namespace, prefix)..)? {
             let (k, v) = item?;
             let (ns, key) = k.value();
-            if ns != namespace {
+            if ns != namespace || !key.starts_with(prefix) || out.len() >= limit {
                 break;
             }
-            out.push((key.to_owned(), v.value().to_vec()));
+            if let Some(value) = decode(v.value(), now) {
+                out.push((key.to_owned(), value.to_vec()));
+            }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_values_read_as_absent() {
+        assert_eq!(decode(&encode(b"v", None), 10), Some(&b"v"[..]));
+        assert_eq!(decode(&encode(b"v", Some(11)), 10), Some(&b"v"[..]));
+        assert_eq!(decode(&encode(b"v", Some(10)), 10), None);
     }
 }

@@ -5,16 +5,22 @@
 //! redb's errors to messages that say what to do.
 
 pub mod audit;
+pub mod committer;
 pub mod kv;
 pub mod plugins;
+mod schema;
+pub mod write_set;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-/// The schema this keel writes. Bump it, and add a migration in
-/// [`Store::migrate`], whenever a table changes shape.
-pub const SCHEMA_VERSION: u64 = 1;
+use committer::{Batch, Committer, Receipt};
+
+/// The schema this keel writes. Bump it, and add a step to
+/// [`schema::migrate`], whenever a table changes shape.
+pub const SCHEMA_VERSION: u64 = schema::CURRENT;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema_version";
@@ -35,6 +41,8 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error("workspace database failed: {0}; check disk space and permissions, then retry")]
     Storage(#[from] redb::Error),
+    #[error("could not save the change ({0}); nothing of it was written: check disk space and permissions, then retry")]
+    Commit(String),
 }
 
 macro_rules! storage_from {
@@ -46,9 +54,12 @@ macro_rules! storage_from {
 }
 storage_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
-/// The workspace database.
+/// The workspace database. Reads open their own transactions; every write
+/// goes through the one [`Committer`].
 pub struct Store {
-    db: Database,
+    // Dropped first: commits what is queued before the database closes.
+    committer: Committer,
+    db: Arc<Database>,
     path: PathBuf,
 }
 
@@ -65,9 +76,9 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.into() },
             source => StoreError::Open { path: path.into(), source },
         })?;
-        let store = Store { db, path: path.into() };
-        store.migrate()?;
-        Ok(store)
+        migrate(&db, path)?;
+        let db = Arc::new(db);
+        Ok(Store { committer: Committer::start(db.clone()), db, path: path.into() })
     }
 
     /// The file this store lives in.
@@ -79,28 +90,19 @@ impl Store {
         &self.db
     }
 
-    /// Brings the file to [`SCHEMA_VERSION`], creating every table, or
-    /// refuses a file written by a newer keel.
-    fn migrate(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
-            match found {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema { path: self.path.clone(), found: v });
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-                }
-            }
-        }
-        kv::create_tables(&txn)?;
-        plugins::create_tables(&txn)?;
-        audit::create_tables(&txn)?;
-        txn.commit()?;
-        Ok(())
+    /// Commits `batch` durably (group commit), blocking this thread.
+    pub fn commit_blocking(&self, batch: Batch) -> Result<Receipt, StoreError> {
+        self.committer.commit_blocking(batch)
+    }
+
+    /// Commits `batch` durably (group commit).
+    pub async fn commit(&self, batch: Batch) -> Result<Receipt, StoreError> {
+        self.committer.commit(batch).await
+    }
+
+    /// Queues `batch` without waiting; see [`Committer::enqueue`].
+    pub fn enqueue(&self, batch: Batch) {
+        self.committer.enqueue(batch);
     }
 
     /// The schema version recorded in the file.
@@ -109,6 +111,26 @@ impl Store {
         let meta = txn.open_table(META)?;
         Ok(meta.get(SCHEMA_KEY)?.map_or(0, |v| v.value()))
     }
+}
+
+/// Brings the file to [`SCHEMA_VERSION`] in one transaction, creating
+/// every table, or refuses a file written by a newer keel.
+fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    let found = txn.open_table(META)?.get(SCHEMA_KEY)?.map(|v| v.value());
+    if let Some(v) = found.filter(|v| *v > SCHEMA_VERSION) {
+        return Err(StoreError::NewerSchema { path: path.into(), found: v });
+    }
+    kv::create_tables(&txn)?;
+    plugins::create_tables(&txn)?;
+    audit::create_tables(&txn)?;
+    if let Some(from) = found.filter(|v| *v < SCHEMA_VERSION) {
+        schema::migrate(&txn, from)?;
+        tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "migrated the workspace database");
+    }
+    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    txn.commit()?;
+    Ok(())
 }
 
 pub(crate) fn now_ms() -> u64 {

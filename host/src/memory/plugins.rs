@@ -1,10 +1,13 @@
 //! Installed plugins: their records (manifest, grants, hashes) and the
 //! component bytes, so a workspace is complete in one file.
 
+use std::sync::Arc;
+
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::audit::{self, AuditEntry};
+use super::audit::AuditEntry;
+use super::committer::{Batch, CustomMutation, Mutation};
 use super::{Store, StoreError};
 use crate::kernel::grants::CapabilitySet;
 use crate::plugin::World;
@@ -45,16 +48,15 @@ fn parse(name: &str, json: &str) -> Result<PluginRecord, StoreError> {
 impl Store {
     /// Records `record` and its bytes, with the audit entry, in one commit.
     pub fn plugin_insert(&self, record: &PluginRecord, bytes: &[u8], entry: AuditEntry) -> Result<(), StoreError> {
-        let txn = self.db().begin_write()?;
-        {
-            let mut plugins = txn.open_table(PLUGINS)?;
-            let json = serde_json::to_string(record).expect("plugin records always serialize");
-            plugins.insert(record.name.as_str(), json.as_str())?;
-            let mut blobs = txn.open_table(PLUGIN_BLOBS)?;
-            blobs.insert(record.sha256.as_str(), bytes)?;
-        }
-        audit::append(&txn, entry)?;
-        txn.commit()?;
+        let json = serde_json::to_string(record).expect("plugin records always serialize");
+        let (name, sha256, bytes) = (record.name.clone(), record.sha256.clone(), bytes.to_vec());
+        let apply = move |txn: &WriteTransaction| -> Result<(), StoreError> {
+            txn.open_table(PLUGINS)?.insert(name.as_str(), json.as_str())?;
+            txn.open_table(PLUGIN_BLOBS)?.insert(sha256.as_str(), bytes.as_slice())?;
+            Ok(())
+        };
+        let mutation = Mutation::Custom(CustomMutation { label: "plugin.insert", apply: Arc::new(apply) });
+        self.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
         Ok(())
     }
 
@@ -86,26 +88,20 @@ impl Store {
     /// Removes a plugin (its memory stays); drops its bytes unless another
     /// plugin shares them. Returns the removed record.
     pub fn plugin_remove(&self, name: &str, entry: AuditEntry) -> Result<Option<PluginRecord>, StoreError> {
-        let txn = self.db().begin_write()?;
-        let removed = {
-            let mut plugins = txn.open_table(PLUGINS)?;
-            let removed = plugins.remove(name)?.map(|v| parse(name, v.value())).transpose()?;
-            if let Some(record) = &removed {
-                let mut shared = false;
-                for item in plugins.iter()? {
-                    let (k, v) = item?;
-                    shared |= parse(k.value(), v.value())?.sha256 == record.sha256;
-                }
-                if !shared {
-                    txn.open_table(PLUGIN_BLOBS)?.remove(record.sha256.as_str())?;
-                }
-            }
-            removed
+        let Some(record) = self.plugin_get(name)? else {
+            return Ok(None);
         };
-        if removed.is_some() {
-            audit::append(&txn, entry)?;
-        }
-        txn.commit()?;
-        Ok(removed)
+        let shared = self.plugin_list()?.iter().any(|p| p.name != record.name && p.sha256 == record.sha256);
+        let (name, sha256) = (record.name.clone(), record.sha256.clone());
+        let apply = move |txn: &WriteTransaction| -> Result<(), StoreError> {
+            txn.open_table(PLUGINS)?.remove(name.as_str())?;
+            if !shared {
+                txn.open_table(PLUGIN_BLOBS)?.remove(sha256.as_str())?;
+            }
+            Ok(())
+        };
+        let mutation = Mutation::Custom(CustomMutation { label: "plugin.remove", apply: Arc::new(apply) });
+        self.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
+        Ok(Some(record))
     }
 }

@@ -129,6 +129,11 @@ impl Runtime {
                 limit: self.limits.output_bytes,
             });
         }
+        // The call succeeded: its writes land now, together, durably.
+        let writes = std::mem::take(&mut store.data_mut().writes);
+        if !writes.is_empty() {
+            self.store().commit(writes.into_batch()).await?;
+        }
         Ok(outcome)
     }
 

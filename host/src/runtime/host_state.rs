@@ -6,6 +6,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::GuestLimiter;
 use crate::kernel::{Caller, Gate};
+use crate::memory::write_set::WriteSet;
 
 /// Per-call state; dropped with the store, so nothing leaks between calls.
 pub struct HostState {
@@ -16,6 +17,8 @@ pub struct HostState {
     pub(crate) gate: Gate,
     /// What the guest wrote to stderr (a panic message, say), bounded.
     pub(crate) stderr: MemoryOutputPipe,
+    /// Memory writes held until the call succeeds.
+    pub(crate) writes: WriteSet,
 }
 
 /// Guest stderr kept per call, for trap messages and debug logs.
@@ -31,6 +34,7 @@ impl HostState {
             caller,
             gate,
             stderr,
+            writes: WriteSet::default(),
         }
     }
 }

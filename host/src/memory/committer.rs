@@ -1,0 +1,216 @@
+//! The single writer of the workspace database, with group commit.
+//!
+//! Every state change (memory writes of a finished call, plugin installs,
+//! audit entries) is a [`Batch`] sent to one thread. While a durable commit
+//! is under way, more batches queue up; the next commit takes all of them
+//! at once, so many writers share one fsync. Each batch is checked before
+//! any of it is applied and either lands whole, with its audit entries, or
+//! not at all.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, WriteTransaction};
+
+use super::StoreError;
+use super::audit::{self, AuditEntry};
+use super::kv;
+
+/// Most batches one commit takes; bounds the latency of a single commit.
+pub const MAX_BATCHES_PER_COMMIT: usize = 512;
+
+/// One change to the database, applied inside a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    KvPut {
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+        expires_at_ms: Option<u64>,
+    },
+    KvDelete {
+        namespace: String,
+        key: String,
+    },
+    /// Work done by code that owns its own tables (plugin records).
+    Custom(CustomMutation),
+}
+
+/// A mutation whose code lives with the table it changes.
+#[derive(Clone)]
+pub struct CustomMutation {
+    pub label: &'static str,
+    pub apply: Arc<dyn Fn(&WriteTransaction) -> Result<(), StoreError> + Send + Sync>,
+}
+
+impl std::fmt::Debug for CustomMutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label)
+    }
+}
+
+impl PartialEq for CustomMutation {
+    fn eq(&self, other: &Self) -> bool {
+        self.label == other.label && Arc::ptr_eq(&self.apply, &other.apply)
+    }
+}
+
+/// Changes that land together or not at all, with their audit entries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub mutations: Vec<Mutation>,
+    pub audit: Vec<AuditEntry>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.mutations.is_empty() && self.audit.is_empty()
+    }
+
+    /// A batch that only records `entry`.
+    pub fn audit_only(entry: AuditEntry) -> Batch {
+        Batch { mutations: Vec::new(), audit: vec![entry] }
+    }
+}
+
+/// What a committed batch got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence numbers of the batch's audit entries, in order.
+    pub audit_seqs: Vec<u64>,
+}
+
+type Reply = Box<dyn FnOnce(Result<Receipt, StoreError>) + Send>;
+
+struct Submission {
+    batch: Batch,
+    reply: Reply,
+}
+
+/// Handle to the writer thread. Dropping it commits what is queued, then
+/// stops the thread.
+pub struct Committer {
+    tx: Option<Sender<Submission>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    pub fn start(db: Arc<Database>) -> Committer {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("keel-committer".into())
+            .spawn(move || run(&db, &rx))
+            .expect("spawning the committer thread");
+        Committer { tx: Some(tx), thread: Some(thread) }
+    }
+
+    fn submit(&self, batch: Batch, reply: Reply) {
+        let tx = self.tx.as_ref().expect("committer is running until dropped");
+        if let Err(mpsc::SendError(s)) = tx.send(Submission { batch, reply }) {
+            (s.reply)(Err(StoreError::Commit("the committer thread has stopped".into())));
+        }
+    }
+
+    /// Commits `batch` durably and waits for it, blocking this thread.
+    pub fn commit_blocking(&self, batch: Batch) -> Result<Receipt, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(batch, Box::new(move |r| drop(tx.send(r))));
+        rx.recv().unwrap_or_else(|_| Err(StoreError::Commit("the committer thread has stopped".into())))
+    }
+
+    /// Commits `batch` durably; the future resolves when it is on disk.
+    pub async fn commit(&self, batch: Batch) -> Result<Receipt, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(batch, Box::new(move |r| drop(tx.send(r))));
+        rx.await.unwrap_or_else(|_| Err(StoreError::Commit("the committer thread has stopped".into())))
+    }
+
+    /// Queues `batch` without waiting. It is durable once any later
+    /// waited-for commit returns, or when the store is dropped.
+    pub fn enqueue(&self, batch: Batch) {
+        self.submit(
+            batch,
+            Box::new(|r| {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "a queued change could not be committed");
+                }
+            }),
+        );
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(db: &Database, rx: &Receiver<Submission>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(3600)) {
+            Ok(s) => s,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_BATCHES_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(s) => group.push(s),
+                Err(_) => break,
+            }
+        }
+        commit_group(db, group);
+    }
+}
+
+/// Applies every batch of `group` in one write transaction and one durable
+/// commit, then answers each submitter.
+fn commit_group(db: &Database, group: Vec<Submission>) {
+    let result = (|| -> Result<Vec<Receipt>, StoreError> {
+        let txn = db.begin_write()?;
+        let mut audit = audit::Appender::open(&txn)?;
+        let receipts = group.iter().map(|s| apply_batch(&txn, &mut audit, &s.batch)).collect::<Result<Vec<_>, _>>()?;
+        audit.finish()?;
+        txn.commit()?;
+        Ok(receipts)
+    })();
+    let receipts = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let message = e.to_string();
+            for s in group {
+                (s.reply)(Err(StoreError::Commit(message.clone())));
+            }
+            return;
+        }
+    };
+    for (s, receipt) in group.into_iter().zip(receipts) {
+        (s.reply)(Ok(receipt));
+    }
+}
+
+/// Applies one batch. Any failure here is a storage failure and aborts the
+/// whole commit (the transaction is dropped), so no batch is half applied.
+fn apply_batch(txn: &WriteTransaction, audit: &mut audit::Appender, batch: &Batch) -> Result<Receipt, StoreError> {
+    for m in &batch.mutations {
+        match m {
+            Mutation::KvPut { namespace, key, value, expires_at_ms } => {
+                kv::apply_put(txn, namespace, key, value, *expires_at_ms)?;
+            }
+            Mutation::KvDelete { namespace, key } => {
+                kv::apply_delete(txn, namespace, key)?;
+            }
+            Mutation::Custom(c) => (c.apply)(txn)?,
+        }
+    }
+    let mut audit_seqs = Vec::with_capacity(batch.audit.len());
+    for entry in &batch.audit {
+        audit_seqs.push(audit.append(entry.clone())?);
+    }
+    Ok(Receipt { audit_seqs })
+}

@@ -1,0 +1,51 @@
+//! A workspace written by an earlier keel (tests/fixtures/workspace-v1)
+//! opens, migrates, and keeps everything.
+
+mod common;
+
+use keel_host::memory::SCHEMA_VERSION;
+use keel_host::workspace::Workspace;
+
+fn copy_of_v1() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/workspace-v1");
+    for file in ["keel.toml", "keel.redb"] {
+        std::fs::copy(fixture.join(file), ws.join(file)).unwrap();
+    }
+    (dir, ws)
+}
+
+#[test]
+fn a_v1_workspace_migrates_and_keeps_everything() {
+    let (_dir, path) = copy_of_v1();
+    {
+        let ws = Workspace::open(&path).unwrap();
+        let store = ws.store();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.kv_get("hello", "Ada").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(store.kv_get("hello", "Grace").unwrap().as_deref(), Some(&b"1"[..]));
+        let verified = store.audit_verify().unwrap();
+        assert_eq!((verified.entries, verified.broken), (4, None), "old entries are chained");
+        let tail = store.audit_tail(10).unwrap();
+        assert_eq!(tail[0].operation, "plugin.install");
+        assert_eq!(tail[3].target, "hello/Grace");
+    }
+
+    // The plugin installed by the old keel still runs and sees its memory.
+    let out = common::keel(&path, &["call", "hello", "--input", r#"{"name":"Ada"}"#]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains(r#""times_seen": 3"#), "{}", common::stdout(&out));
+    let verify = common::keel(&path, &["audit", "verify"]);
+    assert!(common::stdout(&verify).contains("audit log intact: 5 entries"), "{}", common::stdout(&verify));
+}
+
+#[test]
+fn migrating_twice_changes_nothing() {
+    let (_dir, path) = copy_of_v1();
+    drop(Workspace::open(&path).unwrap());
+    let ws = Workspace::open(&path).unwrap();
+    assert_eq!(ws.store().kv_get("hello", "Ada").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(ws.store().audit_verify().unwrap().entries, 4);
+}
