@@ -148,7 +148,7 @@ fn invalid_input_json_is_rejected_before_running() {
 #[test]
 fn every_command_has_help() {
     let (_dir, ws) = common::workspace();
-    for cmd in ["init", "install", "list", "inspect", "call", "remove", "pack", "audit", "bench"] {
+    for cmd in ["init", "install", "list", "inspect", "call", "remove", "pack", "audit", "memory", "bench"] {
         let out = keel(&ws, &[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help: {}", stderr(&out));
         assert!(stdout(&out).contains("Usage:"), "{cmd}");
@@ -184,4 +184,27 @@ fn bench_prints_ratios_against_the_floor() {
             .unwrap_or_else(|| panic!("ratio in {line}"));
         assert!(ratio > 0.0 && ratio.is_finite(), "{line}");
     }
+}
+
+#[test]
+fn operator_memory_commands_are_audited_and_expire() {
+    let (_dir, ws) = installed(&[HELLO]);
+    assert!(keel(&ws, &["call", "hello", "--input", r#"{"name":"Ada"}"#]).status.success());
+    assert_eq!(stdout(&keel(&ws, &["memory", "get", "hello", "Ada"])).trim(), "1", "the agent's write");
+
+    assert!(keel(&ws, &["memory", "put", "notes", "plan", "call Ada on Monday"]).status.success());
+    assert_eq!(stdout(&keel(&ws, &["memory", "get", "notes", "plan"])).trim(), "call Ada on Monday");
+    assert!(keel(&ws, &["memory", "put", "notes", "otp", "123456", "--ttl-ms", "1"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let expired = keel(&ws, &["memory", "get", "notes", "otp"]);
+    assert_eq!(expired.status.code(), Some(1), "expired entries read as absent");
+
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&keel(&ws, &["memory", "stats", "--json"]))).unwrap();
+    assert_eq!(stats["namespaces"]["notes"]["entries"], 1, "{stats}");
+    assert_eq!(stats["namespaces"]["hello"]["entries"], 1, "{stats}");
+
+    assert!(keel(&ws, &["memory", "forget", "notes", "plan"]).status.success());
+    assert_eq!(keel(&ws, &["memory", "get", "notes", "plan"]).status.code(), Some(1));
+    let audit = stdout(&keel(&ws, &["audit", "tail"]));
+    assert!(audit.contains("operator") && audit.contains("memory.delete") && audit.contains("notes/plan"), "{audit}");
 }

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod call;
 pub mod exit;
+mod memory;
 mod plugins;
 mod progress;
 
@@ -62,9 +63,12 @@ pub enum Command {
     },
     /// Embed a plugin.toml into a component, making a single-file plugin.
     Pack(plugins::PackArgs),
-    /// Read the audit log.
+    /// Read, check and export the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Read and change the memory plane as the operator.
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
     /// Measure keel against bare wasmtime on this machine.
     Bench(bench::BenchArgs),
 }
@@ -123,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Remove { name } => plugins::remove(&open()?, &name)?,
         Command::Pack(args) => plugins::pack(args)?,
         Command::Audit(cmd) => audit::run(&open()?, cmd)?,
+        Command::Memory(cmd) => memory::run(&open()?, cmd)?,
         Command::Bench(args) => bench::run(args).await?,
     }
     Ok(exit::OK)

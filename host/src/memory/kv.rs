@@ -2,7 +2,7 @@
 //! plugin-visible short-term memory. Access control happens before this,
 //! in `kernel::gate`; writes arrive through the committer.
 
-use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{Store, StoreError, now_ms};
 
@@ -53,7 +53,31 @@ pub(crate) fn apply_delete(txn: &WriteTransaction, namespace: &str, key: &str) -
     Ok(())
 }
 
+/// Live entries and their bytes in one namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceStats {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
 impl Store {
+    /// Live entries per namespace (a full scan; for `keel memory stats`).
+    pub fn kv_stats(&self) -> Result<std::collections::BTreeMap<String, NamespaceStats>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(KV)?;
+        let now = now_ms();
+        let mut out = std::collections::BTreeMap::<String, NamespaceStats>::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            if let Some(value) = decode(v.value(), now) {
+                let s = out.entry(k.value().0.to_owned()).or_default();
+                s.entries += 1;
+                s.bytes += value.len() as u64;
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads `key` in `namespace`; expired entries read as absent.
     pub fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db().begin_read()?;
