@@ -208,3 +208,32 @@ fn operator_memory_commands_are_audited_and_expire() {
     let audit = stdout(&keel(&ws, &["audit", "tail"]));
     assert!(audit.contains("operator") && audit.contains("memory.delete") && audit.contains("notes/plan"), "{audit}");
 }
+
+#[test]
+fn operator_queries_records_and_recalls_notes() {
+    let (_dir, ws) = installed(&[MEMORY_PLANE]);
+    std::fs::write(
+        ws.join("keel.toml"),
+        format!("{}\n[memory.collections.leads]\nindexes = [\"value\"]\n", common::TEST_CONFIG),
+    )
+    .unwrap();
+    let script = serde_json::json!({"ops": [
+        {"op": "put-record", "collection": "leads", "id": "acme", "data": {"name": "Acme", "value": 900}},
+        {"op": "put-record", "collection": "leads", "id": "tiny", "data": {"name": "Tiny", "value": 10}},
+    ]});
+    assert!(keel(&ws, &["call", "memory-plane", "--input", &script.to_string()]).status.success());
+    let q = stdout(&keel(&ws, &["memory", "query", "leads", "--where", "value>=500"]));
+    assert!(q.contains("acme v1") && !q.contains("tiny"), "{q}");
+    let bad = keel(&ws, &["memory", "query", "leads", "--where", "value~5"]);
+    assert!(stderr(&bad).contains("is not FIELD OP VALUE"), "{}", stderr(&bad));
+
+    let out = keel(&ws, &["memory", "remember", "notes", "Acme prefers calls on Tuesdays", "--tag", "customer:acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recalled =
+        stdout(&keel(&ws, &["memory", "recall", "notes", "when does acme like calls", "--tag", "customer:acme"]));
+    assert!(recalled.contains("Tuesdays"), "{recalled}");
+    let id = recalled.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(keel(&ws, &["memory", "forget", "notes", &id, "--note"]).status.success());
+    let after = stdout(&keel(&ws, &["memory", "recall", "notes", "acme calls"]));
+    assert!(after.contains("nothing recalled"), "{after}");
+}

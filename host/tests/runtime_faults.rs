@@ -22,6 +22,7 @@ fn host() -> (tempfile::TempDir, Workspace, Runtime) {
         UNGRANTED_IMPORT,
         HUGE_OUTPUT,
         MEMORY_READS,
+        MEMORY_PLANE,
     ] {
         common::install(&ws, &runtime, plugin);
     }
@@ -168,4 +169,14 @@ async fn a_failed_call_commits_none_of_its_writes() {
 
     runtime.call("hello", r#"{"name":"kept"}"#.into()).await.unwrap();
     assert!(ws.store().kv_get("hello", "kept").unwrap().is_some(), "a successful call's write lands");
+}
+
+/// The detailed record and note tests are in memory_plane.rs; this one
+/// checks the component works under the default workspace config.
+#[tokio::test]
+async fn memory_plane() {
+    let (_dir, _ws, runtime) = host();
+    let script = serde_json::json!({"ops": [{"op": "put-record", "collection": "leads", "id": "a", "data": {"n": 1}}]});
+    let out = runtime.call("memory-plane", script.to_string()).await.unwrap();
+    assert_eq!(out.output, "[1]");
 }

@@ -44,6 +44,13 @@ impl log::Host for BareState {
     }
 }
 
+impl BareState {
+    fn unavailable<T>() -> R<T> {
+        Ok(Err(GuestError::Unavailable("the bare floor has no records or notes".into())))
+    }
+}
+
+/// Records and notes are not part of the floor's measurements.
 impl memory::Host for BareState {
     fn get(&mut self, namespace: String, key: String) -> R<Option<Vec<u8>>> {
         Ok(Ok(self.kv.get(&(namespace, key)).cloned()))
@@ -61,6 +68,30 @@ impl memory::Host for BareState {
     }
     fn list_keys(&mut self, _: String, _: String, _: u32) -> R<Vec<String>> {
         Ok(Ok(Vec::new()))
+    }
+    fn get_record(&mut self, _: String, _: String) -> R<Option<memory::RecordEntry>> {
+        Self::unavailable()
+    }
+    fn put_record(&mut self, _: String, _: String, _: String, _: Option<u64>) -> R<memory::WriteResult> {
+        Self::unavailable()
+    }
+    fn delete_record(&mut self, _: String, _: String, _: Option<u64>) -> R<memory::WriteResult> {
+        Self::unavailable()
+    }
+    fn query_records(&mut self, _: memory::RecordQuery) -> R<memory::RecordPage> {
+        Self::unavailable()
+    }
+    fn remember(&mut self, _: String, _: memory::Note) -> R<String> {
+        Self::unavailable()
+    }
+    fn recall(&mut self, _: memory::RecallRequest) -> R<Vec<memory::Hit>> {
+        Self::unavailable()
+    }
+    fn recall_many(&mut self, _: Vec<memory::RecallRequest>) -> R<Vec<Vec<memory::Hit>>> {
+        Self::unavailable()
+    }
+    fn forget(&mut self, _: String, _: String) -> R<bool> {
+        Self::unavailable()
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod audit;
 pub mod bare;
+pub mod records;
 pub mod runtime;
+pub mod semantic;
 
 use std::time::Duration;
 

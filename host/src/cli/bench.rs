@@ -8,6 +8,10 @@ pub enum Suite {
     Runtime,
     /// Audit appends: group commit against one commit per append.
     Audit,
+    /// Record put/get/query latency at `--records` records.
+    Records,
+    /// Semantic recall: hnsw against exact search at `--vectors` vectors.
+    Semantic,
     /// Every suite above.
     All,
 }
@@ -20,6 +24,15 @@ pub struct BenchArgs {
     /// Measured calls per side (runtime) or single-commit appends (audit).
     #[arg(long, default_value_t = 5000)]
     pub iterations: usize,
+    /// Records loaded before measuring (records suite).
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
+    /// Vectors indexed before measuring (semantic suite; dimension 384).
+    #[arg(long, default_value_t = 100_000)]
+    pub vectors: usize,
+    /// Queries measured (semantic suite).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -31,6 +44,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Audit | Suite::All) {
         eprintln!("audit: {n} single commits, then {} appends from many writers…", n * 10);
         print!("{}", crate::bench::audit::run(n).await?);
+    }
+    if matches!(args.suite, Suite::Records | Suite::All) {
+        eprintln!("records: loading {} records, then measuring (a minute or two)…", args.records);
+        print!("{}", tokio::task::spawn_blocking(move || crate::bench::records::run(args.records)).await??);
+    }
+    if matches!(args.suite, Suite::Semantic | Suite::All) {
+        eprintln!("semantic: indexing {} vectors, then {} queries (a few minutes)…", args.vectors, args.queries);
+        let (vectors, queries) = (args.vectors, args.queries);
+        print!("{}", tokio::task::spawn_blocking(move || crate::bench::semantic::run(vectors, queries)).await??);
     }
     Ok(())
 }

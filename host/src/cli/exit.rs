@@ -17,7 +17,7 @@ pub const PLUGIN_FAULT: u8 = 4;
 pub fn code_for(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<CallError>() {
         Some(c) if c.is_fault() => PLUGIN_FAULT,
-        Some(CallError::Guest { .. }) => PLUGIN_ERROR,
+        Some(CallError::Guest { .. } | CallError::Refused { .. }) => PLUGIN_ERROR,
         _ => ERROR,
     }
 }

@@ -12,6 +12,7 @@
 //! `runtime::limits` bounds.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::bindings::GuestError;
 use crate::kernel::grants::CapabilitySet;
@@ -79,15 +80,32 @@ impl Request<'_> {
     }
 }
 
-/// The decision point. Cheap to clone; one per store.
+/// The decision point. Cheap to clone; one per call (see [`Gate::for_call`]).
 #[derive(Debug, Clone)]
 pub struct Gate {
     store: Arc<Store>,
+    /// Set when this call's gate queued a denial to the audit log.
+    denied: Arc<AtomicBool>,
 }
 
 impl Gate {
     pub fn new(store: Arc<Store>) -> Gate {
-        Gate { store }
+        Gate { store, denied: Arc::default() }
+    }
+
+    /// A gate for one call, sharing the store but tracking its own denials.
+    pub fn for_call(&self) -> Gate {
+        Gate::new(self.store.clone())
+    }
+
+    /// Waits until every denial this gate audited is durable, so a call
+    /// never returns before the record of what it was refused.
+    pub async fn flush(&self) -> Result<(), crate::memory::StoreError> {
+        if self.denied.swap(false, Ordering::SeqCst) {
+            // Batches commit in order: this empty one lands after the denials.
+            self.store.commit(Batch::default()).await?;
+        }
+        Ok(())
     }
 
     /// The database the gate audits into.
@@ -107,6 +125,7 @@ impl Gate {
         // even if the call that caused it fails.
         let entry = AuditEntry::denied(&caller.plugin, request.operation(), request.target(), reason.clone());
         self.store.enqueue(Batch::audit_only(entry));
+        self.denied.store(true, Ordering::SeqCst);
         Err(GuestError::Denied(format!("{reason}: ask the operator to grant it in the plugin's manifest")))
     }
 }

@@ -204,14 +204,6 @@ impl<'txn> Appender<'txn> {
     }
 }
 
-/// Appends one entry inside `txn` (for code writing outside the committer).
-pub(crate) fn append(txn: &WriteTransaction, entry: AuditEntry) -> Result<u64, StoreError> {
-    let mut appender = Appender::open(txn)?;
-    let seq = appender.append(entry)?;
-    appender.finish()?;
-    Ok(seq)
-}
-
 fn hash_body(prev_hash: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
@@ -298,12 +290,10 @@ impl Store {
             }
             prev = AuditHead { seq, hash: entry.hash };
         }
-        let broken = (prev != head).then(|| {
-            if prev.seq < head.seq {
-                AuditBreak::Truncated { last: prev.seq, head: head.seq }
-            } else {
-                AuditBreak::Edited { seq: prev.seq }
-            }
+        let broken = (prev != head).then_some(if prev.seq < head.seq {
+            AuditBreak::Truncated { last: prev.seq, head: head.seq }
+        } else {
+            AuditBreak::Edited { seq: prev.seq }
         });
         Ok(Verification { entries, head, broken })
     }

@@ -17,12 +17,13 @@ use redb::{Database, WriteTransaction};
 use super::StoreError;
 use super::audit::{self, AuditEntry};
 use super::kv;
+use super::records::{self, Collections, RecordError, RecordWrite};
 
 /// Most batches one commit takes; bounds the latency of a single commit.
 pub const MAX_BATCHES_PER_COMMIT: usize = 512;
 
 /// One change to the database, applied inside a commit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Mutation {
     KvPut {
         namespace: String,
@@ -34,15 +35,24 @@ pub enum Mutation {
         namespace: String,
         key: String,
     },
+    /// Record writes, checked (schema, compare-and-set) before any part of
+    /// the batch is applied.
+    Records {
+        collections: Arc<Collections>,
+        writes: Vec<RecordWrite>,
+    },
     /// Work done by code that owns its own tables (plugin records).
     Custom(CustomMutation),
 }
+
+/// What a [`CustomMutation`] runs inside the commit.
+pub type ApplyFn = dyn Fn(&WriteTransaction) -> Result<(), StoreError> + Send + Sync;
 
 /// A mutation whose code lives with the table it changes.
 #[derive(Clone)]
 pub struct CustomMutation {
     pub label: &'static str,
-    pub apply: Arc<dyn Fn(&WriteTransaction) -> Result<(), StoreError> + Send + Sync>,
+    pub apply: Arc<ApplyFn>,
 }
 
 impl std::fmt::Debug for CustomMutation {
@@ -51,14 +61,8 @@ impl std::fmt::Debug for CustomMutation {
     }
 }
 
-impl PartialEq for CustomMutation {
-    fn eq(&self, other: &Self) -> bool {
-        self.label == other.label && Arc::ptr_eq(&self.apply, &other.apply)
-    }
-}
-
 /// Changes that land together or not at all, with their audit entries.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub mutations: Vec<Mutation>,
     pub audit: Vec<AuditEntry>,
@@ -171,16 +175,22 @@ fn run(db: &Database, rx: &Receiver<Submission>) {
 /// Applies every batch of `group` in one write transaction and one durable
 /// commit, then answers each submitter.
 fn commit_group(db: &Database, group: Vec<Submission>) {
-    let result = (|| -> Result<Vec<Receipt>, StoreError> {
+    let result = (|| -> Result<Vec<Result<Receipt, StoreError>>, StoreError> {
         let txn = db.begin_write()?;
         let mut audit = audit::Appender::open(&txn)?;
-        let receipts = group.iter().map(|s| apply_batch(&txn, &mut audit, &s.batch)).collect::<Result<Vec<_>, _>>()?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for s in &group {
+            outcomes.push(match check_batch(&txn, &s.batch) {
+                Ok(()) => Ok(apply_batch(&txn, &mut audit, &s.batch)?),
+                Err(refused) => Err(refused),
+            });
+        }
         audit.finish()?;
         txn.commit()?;
-        Ok(receipts)
+        Ok(outcomes)
     })();
-    let receipts = match result {
-        Ok(r) => r,
+    let outcomes = match result {
+        Ok(o) => o,
         Err(e) => {
             let message = e.to_string();
             for s in group {
@@ -189,13 +199,29 @@ fn commit_group(db: &Database, group: Vec<Submission>) {
             return;
         }
     };
-    for (s, receipt) in group.into_iter().zip(receipts) {
-        (s.reply)(Ok(receipt));
+    for (s, outcome) in group.into_iter().zip(outcomes) {
+        (s.reply)(outcome);
     }
 }
 
-/// Applies one batch. Any failure here is a storage failure and aborts the
-/// whole commit (the transaction is dropped), so no batch is half applied.
+/// Refuses a batch whose checked writes would fail (a version conflict, a
+/// schema violation), before any of it is applied. Other batches of the
+/// same commit are unaffected.
+fn check_batch(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
+    for m in &batch.mutations {
+        if let Mutation::Records { collections, writes } = m {
+            records::check(txn, collections, writes).map_err(|e| match e {
+                RecordError::Store(e) => e,
+                refused => StoreError::Refused(refused.to_string()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one batch that passed [`check_batch`]. Any failure here aborts
+/// the whole commit (the transaction is dropped), so no batch is half
+/// applied.
 fn apply_batch(txn: &WriteTransaction, audit: &mut audit::Appender, batch: &Batch) -> Result<Receipt, StoreError> {
     for m in &batch.mutations {
         match m {
@@ -204,6 +230,12 @@ fn apply_batch(txn: &WriteTransaction, audit: &mut audit::Appender, batch: &Batc
             }
             Mutation::KvDelete { namespace, key } => {
                 kv::apply_delete(txn, namespace, key)?;
+            }
+            Mutation::Records { collections, writes } => {
+                records::apply(txn, collections, writes).map_err(|e| match e {
+                    RecordError::Store(e) => e,
+                    other => StoreError::Commit(format!("a checked record write failed: {other}")),
+                })?;
             }
             Mutation::Custom(c) => (c.apply)(txn)?,
         }

@@ -7,8 +7,11 @@
 pub mod audit;
 pub mod committer;
 pub mod kv;
+pub mod plane;
 pub mod plugins;
+pub mod records;
 mod schema;
+pub mod semantic;
 pub mod write_set;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +46,8 @@ pub enum StoreError {
     Storage(#[from] redb::Error),
     #[error("could not save the change ({0}); nothing of it was written: check disk space and permissions, then retry")]
     Commit(String),
+    #[error("change refused, nothing of it was written: {0}")]
+    Refused(String),
 }
 
 macro_rules! storage_from {
@@ -124,6 +129,8 @@ fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
     kv::create_tables(&txn)?;
     plugins::create_tables(&txn)?;
     audit::create_tables(&txn)?;
+    records::create_tables(&txn)?;
+    semantic::storage::create_tables(&txn)?;
     if let Some(from) = found.filter(|v| *v < SCHEMA_VERSION) {
         schema::migrate(&txn, from)?;
         tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "migrated the workspace database");

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::{HostState, PreparedPlugin, Runtime};
 use crate::bindings::{GuestError, Outcome, Task};
+use crate::kernel::Gate;
 use crate::memory::StoreError;
 use crate::plugin::World;
 
@@ -43,6 +44,8 @@ pub enum CallError {
     OutputTooLarge { plugin: String, size: usize, limit: usize },
     #[error("plugin `{plugin}` returned an error: {error}")]
     Guest { plugin: String, error: GuestError },
+    #[error("plugin `{plugin}` finished, but its writes were refused and none was saved: {detail}; call it again")]
+    Refused { plugin: String, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,13 +84,16 @@ impl Runtime {
     pub async fn call_prepared(&self, plugin: &PreparedPlugin, input: String) -> Result<Outcome, CallError> {
         let task = Task { id: new_task_id(), input, run_id: None };
         let span = tracing::info_span!("keel.call", plugin = %plugin.record.name, task = %task.id);
-        self.run_task(plugin, task).instrument(span).await
+        let gate = self.gate.for_call();
+        let result = self.run_task(plugin, task, &gate).instrument(span).await;
+        gate.flush().await?;
+        result
     }
 
-    async fn run_task(&self, plugin: &PreparedPlugin, task: Task) -> Result<Outcome, CallError> {
+    async fn run_task(&self, plugin: &PreparedPlugin, task: Task, gate: &Gate) -> Result<Outcome, CallError> {
         let name = plugin.record.name.as_str();
 
-        let state = HostState::new(plugin.caller.clone(), self.gate.clone(), self.limits.memory_bytes);
+        let state = HostState::new(plugin.caller.clone(), gate.clone(), self.plane.clone(), self.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Yield to the executor every tick so a busy guest never starves
@@ -132,7 +138,12 @@ impl Runtime {
         // The call succeeded: its writes land now, together, durably.
         let writes = std::mem::take(&mut store.data_mut().writes);
         if !writes.is_empty() {
-            self.store().commit(writes.into_batch()).await?;
+            let (batch, feed) = writes.into_batch(&self.plane);
+            match self.store().commit(batch).await {
+                Ok(_) => feed.apply(&self.plane),
+                Err(StoreError::Refused(detail)) => return Err(CallError::Refused { plugin: plugin_name, detail }),
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(outcome)
     }

@@ -1,11 +1,14 @@
 //! What one store (one call of one plugin) owns.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::GuestLimiter;
 use crate::kernel::{Caller, Gate};
+use crate::memory::plane::MemoryPlane;
 use crate::memory::write_set::WriteSet;
 
 /// Per-call state; dropped with the store, so nothing leaks between calls.
@@ -19,13 +22,15 @@ pub struct HostState {
     pub(crate) stderr: MemoryOutputPipe,
     /// Memory writes held until the call succeeds.
     pub(crate) writes: WriteSet,
+    /// Collections and the semantic index, shared by all calls.
+    pub(crate) plane: Arc<MemoryPlane>,
 }
 
 /// Guest stderr kept per call, for trap messages and debug logs.
 pub const GUEST_STDERR_BYTES: usize = 64 * 1024;
 
 impl HostState {
-    pub fn new(caller: Caller, gate: Gate, memory_bytes: usize) -> HostState {
+    pub fn new(caller: Caller, gate: Gate, plane: Arc<MemoryPlane>, memory_bytes: usize) -> HostState {
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         HostState {
             wasi: minimal_wasi(stderr.clone()),
@@ -35,6 +40,7 @@ impl HostState {
             gate,
             stderr,
             writes: WriteSet::default(),
+            plane,
         }
     }
 }

@@ -24,6 +24,7 @@ pub use limits::Limits;
 use crate::bindings::AgentPre;
 use crate::kernel::{Caller, Gate};
 use crate::memory::Store;
+use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::PluginRecord;
 use crate::plugin::inspect::{self, ComponentInfo, InstallError};
 use crate::plugin::{PluginManifest, World};
@@ -63,6 +64,7 @@ pub struct Runtime {
     cache: CompileCache,
     limits: Limits,
     gate: Gate,
+    plane: Arc<MemoryPlane>,
     prepared: Mutex<HashMap<String, Arc<PreparedPlugin>>>,
     _ticker: engine::EpochTicker,
 }
@@ -79,7 +81,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Runtime {
-    pub fn new(store: Arc<Store>, limits: Limits, cache_dir: PathBuf) -> wasmtime::Result<Runtime> {
+    pub fn new(
+        store: Arc<Store>,
+        plane: Arc<MemoryPlane>,
+        limits: Limits,
+        cache_dir: PathBuf,
+    ) -> wasmtime::Result<Runtime> {
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         crate::capabilities::add_to_linker(&mut linker)?;
@@ -90,6 +97,7 @@ impl Runtime {
             cache: CompileCache::new(cache_dir),
             limits,
             gate: Gate::new(store),
+            plane,
             prepared: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
@@ -105,6 +113,11 @@ impl Runtime {
 
     pub fn store(&self) -> &Arc<Store> {
         self.gate.store()
+    }
+
+    /// Collections and the semantic index.
+    pub fn plane(&self) -> &Arc<MemoryPlane> {
+        &self.plane
     }
 
     fn compile(

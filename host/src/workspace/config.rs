@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::plane::MemoryConfig;
 use crate::runtime::Limits;
 use crate::runtime::limits::{DEFAULT_CALL_TIMEOUT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_OUTPUT_LIMIT_BYTES};
 
@@ -19,6 +20,9 @@ pub const MAX_OUTPUT_KIB: u64 = 64 * 1024;
 pub struct WorkspaceConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Record collections and semantic decay.
+    #[serde(default)]
+    pub memory: MemoryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub use config::WorkspaceConfig;
 
 use crate::kernel::CapabilitySet;
 use crate::memory::audit::AuditEntry;
+use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::PluginRecord;
 use crate::memory::{Store, StoreError, now_ms};
 use crate::plugin::InstallError;
@@ -89,9 +90,17 @@ impl Workspace {
         &self.store
     }
 
+    /// Collections and the semantic index, loaded from the database.
+    pub fn memory_plane(&self) -> Result<MemoryPlane, WorkspaceError> {
+        let config_path = self.root.join(CONFIG_FILE);
+        MemoryPlane::load(&self.store, &self.config.memory)
+            .map_err(|e| WorkspaceError::Config(format!("{}: [memory]: {e}", config_path.display())))
+    }
+
     /// A runtime for this workspace's plugins.
     pub fn runtime(&self) -> Result<Runtime, WorkspaceError> {
-        Runtime::new(self.store.clone(), self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
+        let plane = Arc::new(self.memory_plane()?);
+        Runtime::new(self.store.clone(), plane, self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
             .map_err(|e| WorkspaceError::Runtime(format!("{e:#}")))
     }
 

@@ -1,16 +1,23 @@
-//! `keel:plugin/memory`: namespaced key/value entries. Each access is
-//! checked by the gate; writes collect in the call's [`WriteSet`] and are
-//! committed, with their audit entries, when the call succeeds.
+//! `keel:plugin/memory`: key/value entries, structured records and
+//! semantic notes, all in namespaces. Each access is checked by the gate;
+//! writes collect in the call's [`WriteSet`] and are committed, with their
+//! audit entries, when the call succeeds.
+
+mod notes;
+mod records;
 
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::GuestError;
-use crate::bindings::keel::plugin::memory;
+use crate::bindings::keel::plugin::memory::{
+    self, Hit, Note, RecallRequest, RecordEntry, RecordPage, RecordQuery, WriteResult,
+};
 use crate::kernel::{Caller, Gate, Request};
 use crate::memory::StoreError;
 use crate::memory::audit::AuditEntry;
 use crate::memory::kv::{MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES};
 use crate::memory::now_ms;
+use crate::memory::plane::MemoryPlane;
 use crate::memory::write_set::{KvWrite, WriteSet};
 use crate::runtime::HostState;
 
@@ -19,6 +26,7 @@ pub struct MemoryView<'a> {
     pub caller: &'a Caller,
     pub gate: &'a Gate,
     pub writes: &'a mut WriteSet,
+    pub plane: &'a MemoryPlane,
 }
 
 struct MemoryCapability;
@@ -32,6 +40,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         caller: &s.caller,
         gate: &s.gate,
         writes: &mut s.writes,
+        plane: &s.plane,
     })
 }
 
@@ -54,7 +63,7 @@ fn check_value(key: &str, value: &[u8]) -> Result<(), GuestError> {
     Ok(())
 }
 
-fn unavailable(e: StoreError) -> GuestError {
+pub(super) fn unavailable(e: StoreError) -> GuestError {
     tracing::error!(error = %e, "memory backend failed");
     GuestError::Unavailable(format!("memory backend failed: {e}"))
 }
@@ -149,5 +158,63 @@ impl memory::Host for MemoryView<'_> {
             }
             Ok(keys.into_iter().take(limit as usize).collect())
         })())
+    }
+
+    fn get_record(&mut self, collection: String, id: String) -> GuestResult<Option<RecordEntry>> {
+        let _span = tracing::debug_span!("keel.memory.get_record", plugin = %self.caller.plugin, %collection).entered();
+        Ok(self.record_get(&collection, &id))
+    }
+
+    fn put_record(
+        &mut self,
+        collection: String,
+        id: String,
+        data: String,
+        expected_version: Option<u64>,
+    ) -> GuestResult<WriteResult> {
+        let _span = tracing::debug_span!("keel.memory.put_record", plugin = %self.caller.plugin, %collection).entered();
+        Ok(self.record_put(collection, id, &data, expected_version))
+    }
+
+    fn delete_record(
+        &mut self,
+        collection: String,
+        id: String,
+        expected_version: Option<u64>,
+    ) -> GuestResult<WriteResult> {
+        let _span =
+            tracing::debug_span!("keel.memory.delete_record", plugin = %self.caller.plugin, %collection).entered();
+        Ok(self.record_delete(collection, id, expected_version))
+    }
+
+    fn query_records(&mut self, query: RecordQuery) -> GuestResult<RecordPage> {
+        let _span =
+            tracing::debug_span!("keel.memory.query_records", plugin = %self.caller.plugin, collection = %query.collection)
+                .entered();
+        Ok(self.record_query(query))
+    }
+
+    fn remember(&mut self, namespace: String, note: Note) -> GuestResult<String> {
+        let _span = tracing::debug_span!("keel.memory.remember", plugin = %self.caller.plugin, %namespace).entered();
+        Ok(self.note_remember(&namespace, note))
+    }
+
+    fn recall(&mut self, request: RecallRequest) -> GuestResult<Vec<Hit>> {
+        let _span =
+            tracing::debug_span!("keel.memory.recall", plugin = %self.caller.plugin, namespace = %request.namespace)
+                .entered();
+        Ok(self.note_recall(vec![request]).map(|mut all| all.pop().unwrap_or_default()))
+    }
+
+    fn recall_many(&mut self, requests: Vec<RecallRequest>) -> GuestResult<Vec<Vec<Hit>>> {
+        let _span =
+            tracing::debug_span!("keel.memory.recall_many", plugin = %self.caller.plugin, count = requests.len())
+                .entered();
+        Ok(self.note_recall(requests))
+    }
+
+    fn forget(&mut self, namespace: String, id: String) -> GuestResult<bool> {
+        let _span = tracing::debug_span!("keel.memory.forget", plugin = %self.caller.plugin, %namespace).entered();
+        Ok(self.note_forget(&namespace, &id))
     }
 }

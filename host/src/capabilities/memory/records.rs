@@ -1,0 +1,136 @@
+//! `get-record`, `put-record`, `delete-record`, `query-records`.
+
+use serde_json::Value;
+
+use super::{MemoryView, unavailable};
+use crate::bindings::GuestError;
+use crate::bindings::keel::plugin::memory::{Comparison, RecordEntry, RecordPage, RecordQuery, WriteResult};
+use crate::kernel::Request;
+use crate::memory::audit::AuditEntry;
+use crate::memory::now_ms;
+use crate::memory::records::{self, Condition, Op, Query, RecordError, RecordWrite};
+
+fn to_wit(entry: records::RecordEntry) -> RecordEntry {
+    RecordEntry {
+        id: entry.id,
+        version: entry.version,
+        data: entry.data.to_string(),
+        updated_at_ms: entry.updated_at_ms,
+    }
+}
+
+fn guest_error(e: RecordError) -> GuestError {
+    match e {
+        RecordError::Store(e) => unavailable(e),
+        other => GuestError::InvalidInput(other.to_string()),
+    }
+}
+
+fn parse_json(what: &str, text: &str) -> Result<Value, GuestError> {
+    serde_json::from_str(text).map_err(|e| GuestError::InvalidInput(format!("{what} is not valid JSON: {e}")))
+}
+
+impl MemoryView<'_> {
+    /// The record as this call sees it: its own pending write, else the
+    /// committed one. Returns (version, data).
+    fn current_record(&self, collection: &str, id: &str) -> Result<Option<(u64, Value)>, GuestError> {
+        if let Some(pending) = self.writes.record(collection, id) {
+            return Ok(pending.data.clone().map(|d| (pending.version, d)));
+        }
+        let stored = records::get(self.gate.store(), collection, id).map_err(guest_error)?;
+        Ok(stored.map(|e| (e.version, e.data)))
+    }
+
+    /// The record's current version, or the conflict to report.
+    fn check_expected(
+        &self,
+        collection: &str,
+        id: &str,
+        expected: Option<u64>,
+    ) -> Result<Result<u64, WriteResult>, GuestError> {
+        let current = self.current_record(collection, id)?.map_or(0, |(v, _)| v);
+        Ok(match expected {
+            Some(e) if e != current => Err(WriteResult::Conflict(current)),
+            _ => Ok(current),
+        })
+    }
+
+    pub(super) fn record_get(&self, collection: &str, id: &str) -> Result<Option<RecordEntry>, GuestError> {
+        self.gate.check(self.caller, Request::MemoryRead { namespace: collection })?;
+        Ok(self.current_record(collection, id)?.map(|(version, data)| RecordEntry {
+            id: id.to_owned(),
+            version,
+            data: data.to_string(),
+            updated_at_ms: now_ms(),
+        }))
+    }
+
+    pub(super) fn record_put(
+        &mut self,
+        collection: String,
+        id: String,
+        data: &str,
+        expected_version: Option<u64>,
+    ) -> Result<WriteResult, GuestError> {
+        self.gate.check(self.caller, Request::MemoryWrite { namespace: &collection })?;
+        let data = parse_json("record data", data)?;
+        let write = RecordWrite::Put { collection, id, data, expected_version };
+        records::validate_write(&self.plane.collections, &write).map_err(guest_error)?;
+        let current = match self.check_expected(write.collection(), write.id(), expected_version)? {
+            Ok(current) => current,
+            Err(conflict) => return Ok(conflict),
+        };
+        let entry =
+            AuditEntry::allowed(&self.caller.plugin, "records.put", format!("{}/{}", write.collection(), write.id()));
+        self.writes.record_write(write, current + 1, entry);
+        Ok(WriteResult::Written(current + 1))
+    }
+
+    pub(super) fn record_delete(
+        &mut self,
+        collection: String,
+        id: String,
+        expected_version: Option<u64>,
+    ) -> Result<WriteResult, GuestError> {
+        self.gate.check(self.caller, Request::MemoryWrite { namespace: &collection })?;
+        let write = RecordWrite::Delete { collection, id, expected_version };
+        records::validate_write(&self.plane.collections, &write).map_err(guest_error)?;
+        let current = match self.check_expected(write.collection(), write.id(), expected_version)? {
+            Ok(current) => current,
+            Err(conflict) => return Ok(conflict),
+        };
+        let entry = AuditEntry::allowed(
+            &self.caller.plugin,
+            "records.delete",
+            format!("{}/{}", write.collection(), write.id()),
+        );
+        self.writes.record_write(write, 0, entry);
+        Ok(WriteResult::Written(current))
+    }
+
+    pub(super) fn record_query(&self, query: RecordQuery) -> Result<RecordPage, GuestError> {
+        self.gate.check(self.caller, Request::MemoryRead { namespace: &query.collection })?;
+        let conditions = query
+            .conditions
+            .into_iter()
+            .map(|c| {
+                let op = match c.op {
+                    Comparison::Eq => Op::Eq,
+                    Comparison::Lt => Op::Lt,
+                    Comparison::Le => Op::Le,
+                    Comparison::Gt => Op::Gt,
+                    Comparison::Ge => Op::Ge,
+                };
+                Ok(Condition {
+                    value: parse_json(&format!("the value for `{}`", c.field), &c.value)?,
+                    field: c.field,
+                    op,
+                })
+            })
+            .collect::<Result<Vec<_>, GuestError>>()?;
+        let limit = if query.limit == 0 { records::DEFAULT_QUERY_LIMIT } else { query.limit };
+        let q = Query { collection: query.collection, conditions, limit, cursor: query.cursor };
+        let page = records::query(self.gate.store(), &self.plane.collections, &q).map_err(guest_error)?;
+        Ok(RecordPage { records: page.records.into_iter().map(to_wit).collect(), next_cursor: page.next_cursor })
+    }
+}

@@ -1,0 +1,66 @@
+//! The shared, in-process side of the memory plane: the record collections
+//! the operator declared and the semantic index. Built once per runtime
+//! from the workspace config and the database.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use redb::WriteTransaction;
+
+use super::committer::{Batch, CustomMutation, Mutation};
+use super::records::{self, CollectionSpec, Collections, RecordError};
+use super::semantic::{DecayConfig, HashedEmbedder, SemanticIndex};
+use super::{Store, StoreError};
+
+/// The `[memory]` section of the workspace config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Record collections with a JSON Schema and/or indexed fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub collections: BTreeMap<String, CollectionSpec>,
+    /// How fast semantic notes fade.
+    #[serde(default)]
+    pub decay: DecayConfig,
+}
+
+/// Collections, semantic index and decay settings, shared by every call.
+pub struct MemoryPlane {
+    pub collections: Arc<Collections>,
+    pub semantic: Arc<SemanticIndex>,
+    pub decay: DecayConfig,
+}
+
+impl std::fmt::Debug for MemoryPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPlane").field("decay", &self.decay).finish_non_exhaustive()
+    }
+}
+
+impl MemoryPlane {
+    /// Compiles the collection specs and loads the semantic index from
+    /// `store`. Errors name the collection or setting at fault.
+    pub fn load(store: &Store, config: &MemoryConfig) -> Result<MemoryPlane, String> {
+        let collections = Arc::new(Collections::new(config.collections.clone()).map_err(|e| e.to_string())?);
+        build_indexes(store, &collections).map_err(|e| e.to_string())?;
+        config.decay.validate().map_err(|e| e.to_string())?;
+        let semantic = SemanticIndex::load(store, Arc::new(HashedEmbedder)).map_err(|e| e.to_string())?;
+        Ok(MemoryPlane { collections, semantic: Arc::new(semantic), decay: config.decay.clone() })
+    }
+}
+
+/// Fills indexes the operator declared on collections that already hold
+/// records (cheap when every index is up to date).
+fn build_indexes(store: &Store, collections: &Arc<Collections>) -> Result<(), StoreError> {
+    let collections = collections.clone();
+    let apply = Arc::new(move |txn: &WriteTransaction| {
+        records::build_indexes(txn, &collections).map(drop).map_err(|e| match e {
+            RecordError::Store(e) => e,
+            other => StoreError::Commit(other.to_string()),
+        })
+    });
+    let mutation = Mutation::Custom(CustomMutation { label: "records.build_indexes", apply });
+    store.commit_blocking(Batch { mutations: vec![mutation], audit: vec![] }).map(drop)
+}
