@@ -51,13 +51,14 @@ pub struct IndexFeed {
 }
 
 impl IndexFeed {
-    /// Tells the index about the committed notes and deletions.
+    /// Tells the index about the committed notes and deletions, in the
+    /// order the batch applied them (inserts, then deletes).
     pub fn apply(self, plane: &MemoryPlane) {
-        for (namespace, id) in &self.forgotten {
-            plane.semantic.note_forgotten(namespace, id);
-        }
         for (namespace, p) in self.notes {
             plane.semantic.note_committed(&namespace, p.note, &p.vector);
+        }
+        for (namespace, id) in &self.forgotten {
+            plane.semantic.note_forgotten(namespace, id);
         }
     }
 }

@@ -240,8 +240,8 @@ impl SemanticIndex {
         Ok(PreparedNote { note, vector })
     }
 
-    /// Embeds and stores a note in `namespace` with its audit entry in one
-    /// commit of its own, then indexes it.
+    /// Embeds and stores a note created now in `namespace`, with its audit
+    /// entry, through the store's committer; then indexes it.
     pub fn remember(
         &self,
         store: &Store,
@@ -294,10 +294,11 @@ impl SemanticIndex {
         Ok(existed.load(AtomicOrdering::SeqCst))
     }
 
-    /// Feeds a note whose commit succeeded. Cheap: the note is queued and
-    /// the index thread takes it in; recall sees it at once. A note of
-    /// another embedder (or with a malformed vector) is not recalled, and
-    /// hides an earlier note with the same id.
+    /// Feeds a note whose commit succeeded; call it in commit order (the
+    /// committer's thread does). Cheap: the note is queued and the index
+    /// thread takes it in; recall sees it at once. A note of another
+    /// embedder (or with a malformed vector) is not recalled, and hides an
+    /// earlier note with the same id.
     pub fn note_committed(&self, namespace: &str, note: StoredNote, vector: &[f32]) {
         let event = if Entry::is_from(&*self.embedder, &note, vector) {
             Event::Add(Arc::new(Entry::new(note, vector)))
@@ -310,7 +311,8 @@ impl SemanticIndex {
         self.wake(&ns);
     }
 
-    /// Drops a note whose deletion was committed.
+    /// Drops a note whose deletion was committed; in commit order, as
+    /// [`SemanticIndex::note_committed`].
     pub fn note_forgotten(&self, namespace: &str, id: &str) {
         if let Some(ns) = self.namespace(namespace) {
             lock(&ns.inbox).push(Event::Forget(id.to_owned()));
@@ -561,6 +563,9 @@ struct State {
     /// Per slot, `dim` floats each, back to back: exact scans stream
     /// through memory instead of chasing a pointer per note.
     vectors: Vec<f32>,
+    /// Per slot, the note's creation time: decay needs it for every scanned
+    /// note, and here it costs no pointer chase.
+    created: Vec<u64>,
     by_id: HashMap<String, usize>,
     /// Slots per tag (including forgotten ones), so a selective tag filter
     /// scans only its notes instead of searching the graph.
@@ -577,6 +582,7 @@ impl State {
             dim,
             notes: Vec::new(),
             vectors: Vec::new(),
+            created: Vec::new(),
             by_id: HashMap::new(),
             by_tag: HashMap::new(),
             live: 0,
@@ -598,6 +604,7 @@ impl State {
             }
         }
         self.by_id.insert(note.id.clone(), slot);
+        self.created.push(note.created_at_ms);
         self.notes.push(Some(note));
         self.vectors.extend_from_slice(vector);
         self.live += 1;
@@ -610,8 +617,14 @@ impl State {
         }
     }
 
-    fn vector(&self, slot: usize) -> &[f32] {
-        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
+    /// Slot `slot`, unless forgotten.
+    fn row(&self, slot: usize) -> Option<Row<'_>> {
+        let note = self.notes[slot].as_ref()?;
+        Some(Row {
+            note,
+            vector: &self.vectors[slot * self.dim..(slot + 1) * self.dim],
+            created_at_ms: self.created[slot],
+        })
     }
 
     fn dead(&self) -> usize {
@@ -619,21 +632,22 @@ impl State {
     }
 
     /// Live notes with their vectors, in slot order.
-    fn live(&self) -> impl Iterator<Item = (&Arc<StoredNote>, &[f32])> {
-        self.notes.iter().zip(self.vectors.chunks_exact(self.dim)).filter_map(|(n, v)| n.as_ref().map(|n| (n, v)))
+    fn live(&self) -> impl Iterator<Item = Row<'_>> {
+        self.slots(0..self.notes.len())
     }
 
-    /// Notes and vectors of `slots`, skipping forgotten ones.
-    fn slots(&self, slots: std::ops::Range<usize>) -> impl Iterator<Item = (&Arc<StoredNote>, &[f32])> {
+    /// Slots `slots`, skipping forgotten ones.
+    fn slots(&self, slots: std::ops::Range<usize>) -> impl Iterator<Item = Row<'_>> {
         let vectors = self.vectors[slots.start * self.dim..slots.end * self.dim].chunks_exact(self.dim);
-        self.notes[slots].iter().zip(vectors).filter_map(|(n, v)| n.as_ref().map(|n| (n, v)))
+        let rows = self.notes[slots.clone()].iter().zip(vectors).zip(&self.created[slots]);
+        rows.filter_map(|((note, vector), created)| Some(Row { note: note.as_ref()?, vector, created_at_ms: *created }))
     }
 
     /// The same live notes in fresh slots (in the same order), no graph.
     fn compacted(&self) -> State {
         let mut next = State::new(self.dim);
-        for (note, vector) in self.live() {
-            next.add(note.clone(), vector);
+        for row in self.live() {
+            next.add(row.note.clone(), row.vector);
         }
         next
     }
@@ -716,7 +730,7 @@ impl Namespace {
         let (ann, next) = {
             let s = read(&self.state);
             let ann = AnnIndex::new(&params.hnsw, s.live).expect("params are validated on load");
-            let items: Vec<(&[f32], usize)> = s.live().enumerate().map(|(i, (_, v))| (v, i)).collect();
+            let items: Vec<(&[f32], usize)> = s.live().enumerate().map(|(i, row)| (row.vector, i)).collect();
             ann.insert_parallel(&items);
             (ann, s.compacted())
         };
@@ -738,7 +752,7 @@ impl Namespace {
             let Some(ann) = &s.ann else { return };
             let end = (s.indexed + INDEX_CHUNK).min(s.notes.len());
             let items: Vec<(&[f32], usize)> =
-                (s.indexed..end).filter(|slot| s.notes[*slot].is_some()).map(|slot| (s.vector(slot), slot)).collect();
+                (s.indexed..end).filter_map(|slot| Some((s.row(slot)?.vector, slot))).collect();
             ann.insert_parallel(&items);
             end
         };
@@ -772,10 +786,10 @@ impl Namespace {
                 let ef = params.hnsw.ef_search.max(w.query.k);
                 let mut kept = 0;
                 for nb in ann.search(&w.query.vector, ef, ef) {
-                    let Some(Some(note)) = s.notes.get(nb.id).filter(|_| nb.id < s.indexed) else { continue };
-                    if visible(note) && w.query.accepts(note) {
+                    let Some(row) = Some(nb.id).filter(|id| *id < s.indexed).and_then(|id| s.row(id)) else { continue };
+                    if visible(row.note) && w.query.accepts(row.note) {
                         kept += 1;
-                        w.offer(note, nb.similarity);
+                        w.offer(&row, nb.similarity);
                     }
                 }
                 // Filters or forgotten notes emptied the candidates: fall
@@ -788,31 +802,44 @@ impl Namespace {
         }
         let in_graph = if graph.is_some() { s.indexed } else { 0 };
         let mut full: Vec<&mut Work<'_, '_>> = works.iter_mut().filter(|w| matches!(w.plan, Scan::Full)).collect();
-        scan(s.slots(0..in_graph).filter(|(n, _)| visible(n)), &mut full);
+        scan(s.slots(0..in_graph).filter(|r| visible(r.note)), &mut full, true);
         let mut rest: Vec<&mut Work<'_, '_>> =
             works.iter_mut().filter(|w| matches!(w.plan, Scan::Full | Scan::Graph)).collect();
-        scan(s.slots(in_graph..s.notes.len()).filter(|(n, _)| visible(n)), &mut rest);
+        scan(s.slots(in_graph..s.notes.len()).filter(|r| visible(r.note)), &mut rest, true);
         for w in works.iter_mut() {
             if let Scan::Slots(slots) = w.plan {
-                let notes = slots.iter().filter_map(|slot| Some((s.notes[*slot].as_ref()?, s.vector(*slot))));
-                scan(notes.filter(|(n, _)| visible(n)), &mut [w]);
+                // Every slot carries the rarest tag; with no other tag
+                // required, the notes need not be looked at.
+                let check_tags = w.query.tags.len() > 1;
+                let rows = slots.iter().filter_map(|slot| s.row(*slot)).filter(|r| visible(r.note));
+                scan(rows, &mut [w], check_tags);
             }
         }
         let mut all: Vec<&mut Work<'_, '_>> = works.iter_mut().collect();
-        scan(inbox.adds.iter().map(|e| (&e.note, &e.vector[..])), &mut all);
+        let adds =
+            inbox.adds.iter().map(|e| Row { note: &e.note, vector: &e.vector, created_at_ms: e.note.created_at_ms });
+        scan(adds, &mut all, true);
         works.into_iter().map(Work::into_hits).collect()
     }
 }
 
-/// Scores each note against every query in `works`, in one pass.
-fn scan<'e>(notes: impl Iterator<Item = (&'e Arc<StoredNote>, &'e [f32])>, works: &mut [&mut Work<'_, 'e>]) {
+/// One slot's note as a scan sees it.
+struct Row<'e> {
+    note: &'e Arc<StoredNote>,
+    vector: &'e [f32],
+    created_at_ms: u64,
+}
+
+/// Scores each row against every query in `works`, in one pass; with
+/// `check_tags` false, the caller vouches that the rows carry the tags.
+fn scan<'e>(rows: impl Iterator<Item = Row<'e>>, works: &mut [&mut Work<'_, 'e>], check_tags: bool) {
     if works.is_empty() {
         return;
     }
-    for (note, v) in notes {
+    for row in rows {
         for w in works.iter_mut() {
-            if w.query.accepts(note) {
-                w.offer(note, vector::similarity(&w.query.vector, v));
+            if !check_tags || w.query.accepts(row.note) {
+                w.offer(&row, vector::similarity(&w.query.vector, row.vector));
             }
         }
     }
@@ -836,9 +863,9 @@ struct Work<'q, 'e> {
 }
 
 impl<'e> Work<'_, 'e> {
-    fn offer(&mut self, note: &'e Arc<StoredNote>, similarity: f32) {
-        let score = self.query.score(similarity, note.created_at_ms);
-        self.top.push(Candidate { score, similarity, note });
+    fn offer(&mut self, row: &Row<'e>, similarity: f32) {
+        let score = self.query.score(similarity, row.created_at_ms);
+        self.top.push(Candidate { score, similarity, note: row.note });
     }
 
     fn into_hits(self) -> Vec<Hit> {

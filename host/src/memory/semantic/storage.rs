@@ -62,7 +62,6 @@ struct Row {
 
 /// Creates both tables; called when the workspace database is migrated.
 /// Writing a note creates them too.
-#[allow(dead_code, reason = "Store::migrate will call it; reads and writes work without it")]
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(NOTES)?;
     txn.open_table(VECTORS)?;
