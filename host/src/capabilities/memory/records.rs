@@ -31,14 +31,18 @@ fn parse_json(what: &str, text: &str) -> Result<Value, GuestError> {
 }
 
 impl MemoryView<'_> {
-    /// The record as this call sees it: its own pending write, else the
-    /// committed one. Returns (version, data).
-    fn current_record(&self, collection: &str, id: &str) -> Result<Option<(u64, Value)>, GuestError> {
+    /// The record as this call sees it: its own pending write (stamped
+    /// now), else the committed one.
+    fn current_record(&self, collection: &str, id: &str) -> Result<Option<records::RecordEntry>, GuestError> {
         if let Some(pending) = self.writes.record(collection, id) {
-            return Ok(pending.data.clone().map(|d| (pending.version, d)));
+            return Ok(pending.data.clone().map(|data| records::RecordEntry {
+                id: id.to_owned(),
+                version: pending.version,
+                data,
+                updated_at_ms: now_ms(),
+            }));
         }
-        let stored = records::get(self.gate.store(), collection, id).map_err(guest_error)?;
-        Ok(stored.map(|e| (e.version, e.data)))
+        records::get(self.gate.store(), collection, id).map_err(guest_error)
     }
 
     /// The record's current version, or the conflict to report.
@@ -48,7 +52,7 @@ impl MemoryView<'_> {
         id: &str,
         expected: Option<u64>,
     ) -> Result<Result<u64, WriteResult>, GuestError> {
-        let current = self.current_record(collection, id)?.map_or(0, |(v, _)| v);
+        let current = self.current_record(collection, id)?.map_or(0, |e| e.version);
         Ok(match expected {
             Some(e) if e != current => Err(WriteResult::Conflict(current)),
             _ => Ok(current),
@@ -57,12 +61,7 @@ impl MemoryView<'_> {
 
     pub(super) fn record_get(&self, collection: &str, id: &str) -> Result<Option<RecordEntry>, GuestError> {
         self.gate.check(self.caller, Request::MemoryRead { namespace: collection })?;
-        Ok(self.current_record(collection, id)?.map(|(version, data)| RecordEntry {
-            id: id.to_owned(),
-            version,
-            data: data.to_string(),
-            updated_at_ms: now_ms(),
-        }))
+        Ok(self.current_record(collection, id)?.map(to_wit))
     }
 
     pub(super) fn record_put(
