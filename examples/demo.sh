@@ -27,6 +27,7 @@ run call hello --input '{"name":"Ada"}'
 run call hello --input '{"name":"Ada"}'
 run list
 run audit tail
+run audit verify
 
 cat <<EOT
 
