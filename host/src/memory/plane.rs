@@ -44,16 +44,22 @@ impl MemoryPlane {
     /// `store`. Errors name the collection or setting at fault.
     pub fn load(store: &Store, config: &MemoryConfig) -> Result<MemoryPlane, String> {
         let collections = Arc::new(Collections::new(config.collections.clone()).map_err(|e| e.to_string())?);
-        build_indexes(store, &collections).map_err(|e| e.to_string())?;
         config.decay.validate().map_err(|e| e.to_string())?;
+        build_indexes(store, &collections).map_err(|e| e.to_string())?;
         let semantic = SemanticIndex::load(store, Arc::new(HashedEmbedder)).map_err(|e| e.to_string())?;
         Ok(MemoryPlane { collections, semantic: Arc::new(semantic), decay: config.decay.clone() })
     }
 }
 
 /// Fills indexes the operator declared on collections that already hold
-/// records (cheap when every index is up to date).
+/// records. A workspace without indexes skips the durable commit, which
+/// every `keel` process would otherwise pay at start.
 fn build_indexes(store: &Store, collections: &Arc<Collections>) -> Result<(), StoreError> {
+    let declares_indexes =
+        collections.names().any(|c| collections.spec(c).is_some_and(|spec| !spec.indexes.is_empty()));
+    if !declares_indexes {
+        return Ok(());
+    }
     let collections = collections.clone();
     let apply = Arc::new(move |txn: &WriteTransaction| {
         records::build_indexes(txn, &collections).map(drop).map_err(|e| match e {
