@@ -200,8 +200,19 @@ fn operator_memory_commands_are_audited_and_expire() {
     assert_eq!(expired.status.code(), Some(1), "expired entries read as absent");
 
     let stats: serde_json::Value = serde_json::from_str(&stdout(&keel(&ws, &["memory", "stats", "--json"]))).unwrap();
-    assert_eq!(stats["namespaces"]["notes"]["entries"], 1, "{stats}");
+    assert_eq!(stats["namespaces"]["notes"]["entries"], 2, "the expired entry is stored until reclaimed: {stats}");
+    assert_eq!(stats["namespaces"]["notes"]["expired"], 1, "{stats}");
     assert_eq!(stats["namespaces"]["hello"]["entries"], 1, "{stats}");
+    assert_eq!(stats["namespaces"]["hello"]["max_entries"], 100_000, "the default bound: {stats}");
+
+    let reclaimed = keel(&ws, &["memory", "reclaim"]);
+    assert!(stdout(&reclaimed).contains("deleted 1 expired key/value entries in `notes`"), "{}", stdout(&reclaimed));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&keel(&ws, &["memory", "stats", "--json"]))).unwrap();
+    assert_eq!(
+        (&stats["namespaces"]["notes"]["entries"], &stats["namespaces"]["notes"]["expired"]),
+        (&1.into(), &0.into())
+    );
+    assert!(stdout(&keel(&ws, &["memory", "reclaim"])).contains("nothing to reclaim"));
 
     assert!(keel(&ws, &["memory", "forget", "notes", "plan"]).status.success());
     assert_eq!(keel(&ws, &["memory", "get", "notes", "plan"]).status.code(), Some(1));
@@ -232,6 +243,10 @@ fn operator_queries_records_and_recalls_notes() {
     let recalled =
         stdout(&keel(&ws, &["memory", "recall", "notes", "when does acme like calls", "--tag", "customer:acme"]));
     assert!(recalled.contains("Tuesdays"), "{recalled}");
+    let stats = stdout(&keel(&ws, &["memory", "stats"]));
+    let row = |name: &str| stats.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(row("leads").split_whitespace().nth(1) == Some("2") && row("leads").contains("value"), "{stats}");
+    assert!(row("notes").split_whitespace().nth(1) == Some("1") && row("notes").contains("exact"), "{stats}");
     let id = recalled.split_whitespace().nth(1).unwrap().to_owned();
     assert!(keel(&ws, &["memory", "forget", "notes", &id, "--note"]).status.success());
     let after = stdout(&keel(&ws, &["memory", "recall", "notes", "acme calls"]));

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use keel_host::memory::Store;
 use keel_host::memory::audit::AuditEntry;
 use keel_host::memory::committer::{Batch, Mutation};
+use keel_host::memory::kv::KvBound;
 
 const WRITER_ENV: &str = "KEEL_CRASH_WRITER";
 const THREADS: usize = 4;
@@ -25,6 +26,7 @@ fn batch(id: &str) -> Batch {
         key: id.into(),
         value: id.as_bytes().to_vec(),
         expires_at_ms: None,
+        bound: KvBound::UNBOUNDED,
     };
     Batch { mutations: vec![put("crash"), put("mirror")], audit: vec![AuditEntry::allowed("writer", "memory.put", id)] }
 }

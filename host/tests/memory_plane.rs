@@ -5,6 +5,7 @@
 mod common;
 
 use keel_host::memory::committer::{Batch, Mutation};
+use keel_host::memory::kv::KvBound;
 use keel_host::memory::records::RecordWrite;
 use keel_host::runtime::Runtime;
 use keel_host::workspace::Workspace;
@@ -206,7 +207,13 @@ fn a_conflicting_batch_is_refused_whole() {
     let plane = ws.memory_plane().unwrap();
     let create = |name: &str| Batch {
         mutations: vec![
-            Mutation::KvPut { namespace: "side".into(), key: name.into(), value: b"1".to_vec(), expires_at_ms: None },
+            Mutation::KvPut {
+                namespace: "side".into(),
+                key: name.into(),
+                value: b"1".to_vec(),
+                expires_at_ms: None,
+                bound: KvBound::UNBOUNDED,
+            },
             Mutation::Records {
                 collections: plane.collections.clone(),
                 writes: vec![RecordWrite::Put {

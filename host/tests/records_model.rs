@@ -32,6 +32,7 @@ fn registry() -> Collections {
             }
         })),
         indexes: INDEXED.iter().map(|s| s.to_string()).collect(),
+        retention_hours: None,
     };
     Collections::new(BTreeMap::from([("customers".to_owned(), spec)])).unwrap()
 }

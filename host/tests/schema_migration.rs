@@ -26,6 +26,12 @@ fn a_v1_workspace_migrates_and_keeps_everything() {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(store.kv_get("hello", "Ada").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(store.kv_get("hello", "Grace").unwrap().as_deref(), Some(&b"1"[..]));
+        // v3 counts what each namespace holds, for its bound.
+        let usage = store.kv_stats().unwrap()["hello"];
+        assert_eq!(
+            (usage.entries, usage.bytes, usage.expired),
+            (2, "Ada".len() as u64 + 1 + "Grace".len() as u64 + 1, 0)
+        );
         let verified = store.audit_verify().unwrap();
         assert_eq!((verified.entries, verified.broken), (4, None), "old entries are chained");
         let tail = store.audit_tail(10).unwrap();

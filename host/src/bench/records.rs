@@ -95,6 +95,7 @@ fn collections() -> anyhow::Result<Collections> {
             }
         })),
         indexes: vec!["contact.email".into(), "amount".into()],
+        retention_hours: None,
     };
     Ok(Collections::new(BTreeMap::from([(COLLECTION.to_owned(), spec)]))?)
 }

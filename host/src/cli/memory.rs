@@ -7,10 +7,10 @@ use clap::Subcommand;
 
 use crate::memory::audit::AuditEntry;
 use crate::memory::committer::{Batch, Mutation};
-use crate::memory::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::memory::now_ms;
+use crate::memory::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES, entry_bytes};
 use crate::memory::records::{self, Condition, Op, Query};
-use crate::memory::semantic::RecallFilter;
+use crate::memory::semantic::{RecallFilter, storage};
+use crate::memory::{now_ms, reclaim};
 use crate::workspace::Workspace;
 use serde_json::Value;
 
@@ -65,12 +65,16 @@ pub enum MemoryCommand {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
-    /// Sizes and counts per namespace, schema version, audit length.
+    /// Sizes, counts, bounds and index state of every namespace and
+    /// collection; schema version; audit length.
     Stats {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Delete expired entries and what is past its retention now, instead
+    /// of waiting for the background reclaimer (audited as `host`).
+    Reclaim,
 }
 
 pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
@@ -88,12 +92,19 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
                 bail!("keys are 1 to {MAX_KEY_BYTES} bytes and values at most {MAX_VALUE_BYTES} bytes");
             }
             let target = format!("{namespace}/{key}");
-            let mutation = Mutation::KvPut {
-                namespace,
-                key,
-                value: value.into_bytes(),
-                expires_at_ms: ttl_ms.map(|t| now_ms().saturating_add(t)),
-            };
+            let plane = ws.memory_plane()?;
+            let bound = plane.rules.kv_bound(&namespace);
+            if entry_bytes(&key, value.len()) > bound.max_bytes {
+                bail!(
+                    "`{key}` and its value take {} bytes, more than namespace `{namespace}` may hold ({} bytes): \
+                     raise `max_kib` under [memory.namespaces.{namespace}] in keel.toml",
+                    entry_bytes(&key, value.len()),
+                    bound.max_bytes
+                );
+            }
+            let now = now_ms();
+            let expires_at_ms = plane.rules.kv_expiry(&namespace, now, ttl_ms.map(|t| now.saturating_add(t)));
+            let mutation = Mutation::KvPut { namespace, key, value: value.into_bytes(), expires_at_ms, bound };
             let entry = AuditEntry::allowed("operator", "memory.put", target.clone());
             store.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
             println!("stored {target}");
@@ -149,33 +160,22 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
             store.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
             println!("forgot {target}");
         }
-        MemoryCommand::Stats { json } => {
-            let stats = store.kv_stats()?;
-            let audit = store.audit_tail(1)?.first().map_or(0, |e| e.seq);
-            let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
-            if json {
-                let namespaces: BTreeMap<_, _> = stats
-                    .iter()
-                    .map(|(ns, s)| (ns.clone(), serde_json::json!({"entries": s.entries, "bytes": s.bytes})))
-                    .collect();
-                let v = serde_json::json!({
-                    "schema_version": store.schema_version()?,
-                    "file_bytes": file_bytes,
-                    "audit_entries": audit,
-                    "namespaces": namespaces,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("{} (schema v{}, {} KiB)", store.path().display(), store.schema_version()?, file_bytes / 1024);
-            println!("audit log: {audit} entries");
-            if stats.is_empty() {
-                println!("no key/value entries yet");
-            } else {
-                println!("{:<32} {:>10} {:>12}", "NAMESPACE", "ENTRIES", "BYTES");
-                for (ns, s) in &stats {
-                    println!("{ns:<32} {:>10} {:>12}", s.entries, s.bytes);
+        MemoryCommand::Stats { json } => print_stats(ws, json)?,
+        MemoryCommand::Reclaim => {
+            let plane = ws.memory_plane()?;
+            let report = reclaim::reclaim_once(store, &plane, now_ms())?;
+            let kinds = [
+                ("expired key/value entries", &report.expired_entries),
+                ("notes past retention", &report.notes),
+                ("records past retention", &report.records),
+            ];
+            for (what, counts) in kinds {
+                for (name, n) in counts {
+                    println!("deleted {n} {what} in `{name}`");
                 }
+            }
+            if report.total() == 0 {
+                println!("nothing to reclaim");
             }
         }
     }
@@ -191,4 +191,111 @@ fn parse_condition(text: &str) -> anyhow::Result<Condition> {
         }
     }
     bail!("--where {text:?} is not FIELD OP VALUE: write e.g. --where 'value>=500' or --where company=acme")
+}
+
+/// `keel memory stats`: what the memory plane holds, per namespace and
+/// collection, with bounds, retention and index state.
+fn print_stats(ws: &Workspace, json: bool) -> anyhow::Result<()> {
+    let store = ws.store();
+    let plane = ws.memory_plane()?;
+    let kv = store.kv_stats()?;
+    let collections = records::stats(store)?;
+    let notes = storage::note_counts(store)?;
+    let audit = store.audit_tail(1)?.first().map_or(0, |e| e.seq);
+    let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    let retention = |ns: &str| plane.rules.namespace_retention(ns).map(|d| d.as_secs_f64() / 3600.0);
+    let index_state = |ns: &str| {
+        let s = plane.semantic.stats(ns);
+        match s.graph_slots {
+            None => "exact".to_owned(),
+            Some(slots) if s.pending == 0 => format!("graph ({slots})"),
+            Some(slots) => format!("graph ({slots}, {} pending)", s.pending),
+        }
+    };
+    if json {
+        let kv: BTreeMap<_, _> = kv
+            .iter()
+            .map(|(ns, s)| {
+                let bound = plane.rules.kv_bound(ns);
+                let v = serde_json::json!({
+                    "entries": s.entries, "bytes": s.bytes, "expired": s.expired,
+                    "max_entries": bound.max_entries, "max_bytes": bound.max_bytes,
+                    "retention_hours": retention(ns),
+                });
+                (ns.clone(), v)
+            })
+            .collect();
+        let records: BTreeMap<_, _> = collections
+            .iter()
+            .map(|(c, s)| {
+                let indexes: BTreeMap<_, _> =
+                    s.indexes.iter().map(|(f, ready)| (f.clone(), if *ready { "ready" } else { "stale" })).collect();
+                let retention = plane.rules.collections.get(c).map(|d| d.as_secs_f64() / 3600.0);
+                (c.clone(), serde_json::json!({"records": s.records, "indexes": indexes, "retention_hours": retention}))
+            })
+            .collect();
+        let notes: BTreeMap<_, _> = notes
+            .iter()
+            .map(|(ns, n)| {
+                let v = serde_json::json!({"notes": n, "index": index_state(ns), "retention_hours": retention(ns)});
+                (ns.clone(), v)
+            })
+            .collect();
+        let v = serde_json::json!({
+            "schema_version": store.schema_version()?,
+            "file_bytes": file_bytes,
+            "audit_entries": audit,
+            "namespaces": kv,
+            "collections": records,
+            "notes": notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} (schema v{}, {} KiB)", store.path().display(), store.schema_version()?, file_bytes / 1024);
+    println!("audit log: {audit} entries");
+    let hours = |h: Option<f64>| h.map_or("-".to_owned(), |h| format!("{h}h"));
+    println!();
+    if kv.is_empty() {
+        println!("key/value: no entries yet");
+    } else {
+        println!(
+            "{:<24} {:>9} {:>8} {:>12} {:>22} {:>10}",
+            "NAMESPACE", "ENTRIES", "EXPIRED", "BYTES", "BOUND", "RETENTION"
+        );
+        for (ns, s) in &kv {
+            let b = plane.rules.kv_bound(ns);
+            let bound = format!("{} / {} KiB", b.max_entries, b.max_bytes / 1024);
+            println!(
+                "{ns:<24} {:>9} {:>8} {:>12} {bound:>22} {:>10}",
+                s.entries,
+                s.expired,
+                s.bytes,
+                hours(retention(ns))
+            );
+        }
+    }
+    println!();
+    if collections.is_empty() {
+        println!("records: none yet");
+    } else {
+        println!("{:<24} {:>9} {:>10}  INDEXES", "COLLECTION", "RECORDS", "RETENTION");
+        for (c, s) in &collections {
+            let indexes: Vec<String> =
+                s.indexes.iter().map(|(f, ready)| format!("{f}{}", if *ready { "" } else { " (stale)" })).collect();
+            let retention = plane.rules.collections.get(c).map(|d| d.as_secs_f64() / 3600.0);
+            println!("{c:<24} {:>9} {:>10}  {}", s.records, hours(retention), indexes.join(", "));
+        }
+    }
+    println!();
+    if notes.is_empty() {
+        println!("notes: none yet");
+    } else {
+        println!("{:<24} {:>9} {:>10}  INDEX", "NAMESPACE", "NOTES", "RETENTION");
+        for (ns, n) in &notes {
+            println!("{ns:<24} {n:>9} {:>10}  {}", hours(retention(ns)), index_state(ns));
+        }
+    }
+    println!("embedder: {}", plane.semantic.embedder().id());
+    Ok(())
 }

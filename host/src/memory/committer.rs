@@ -16,7 +16,7 @@ use redb::{Database, WriteTransaction};
 
 use super::StoreError;
 use super::audit::{self, AuditEntry};
-use super::kv;
+use super::kv::{self, AccessLog, KvBound};
 use super::records::{self, Collections, RecordError, RecordWrite};
 
 /// Most batches one commit takes; bounds the latency of a single commit.
@@ -30,6 +30,9 @@ pub enum Mutation {
         key: String,
         value: Vec<u8>,
         expires_at_ms: Option<u64>,
+        /// The namespace's bound at the time of the write; what does not
+        /// fit is evicted, least recently used first, and audited.
+        bound: KvBound,
     },
     KvDelete {
         namespace: String,
@@ -101,11 +104,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(db: Arc<Database>) -> Committer {
+    pub fn start(db: Arc<Database>, access: Arc<AccessLog>) -> Committer {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("keel-committer".into())
-            .spawn(move || run(&db, &rx))
+            .spawn(move || run(&db, &access, &rx))
             .expect("spawning the committer thread");
         Committer { tx: Some(tx), thread: Some(thread) }
     }
@@ -154,7 +157,7 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: &Database, rx: &Receiver<Submission>) {
+fn run(db: &Database, access: &AccessLog, rx: &Receiver<Submission>) {
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(3600)) {
             Ok(s) => s,
@@ -168,25 +171,34 @@ fn run(db: &Database, rx: &Receiver<Submission>) {
                 Err(_) => break,
             }
         }
-        commit_group(db, group);
+        commit_group(db, access, group);
     }
 }
 
 /// Applies every batch of `group` in one write transaction and one durable
 /// commit, then answers each submitter.
-fn commit_group(db: &Database, group: Vec<Submission>) {
+/// Reads recorded in `access` since the last commit ride along.
+fn commit_group(db: &Database, access: &AccessLog, group: Vec<Submission>) {
     let result = (|| -> Result<Vec<Result<Receipt, StoreError>>, StoreError> {
         let txn = db.begin_write()?;
+        kv::apply_touches(&txn, access.take_touches())?;
         let mut audit = audit::Appender::open(&txn)?;
         let mut outcomes = Vec::with_capacity(group.len());
         for s in &group {
             outcomes.push(match check_batch(&txn, &s.batch) {
-                Ok(()) => Ok(apply_batch(&txn, &mut audit, &s.batch)?),
+                Ok(()) => Ok(apply_batch(&txn, access, &mut audit, &s.batch)?),
                 Err(refused) => Err(refused),
             });
         }
         audit.finish()?;
+        let clock = access.unsaved();
+        if let Some(clock) = clock {
+            kv::save_clock(&txn, clock)?;
+        }
         txn.commit()?;
+        if let Some(clock) = clock {
+            access.mark_saved(clock);
+        }
         Ok(outcomes)
     })();
     let outcomes = match result {
@@ -222,11 +234,20 @@ fn check_batch(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> 
 /// Applies one batch that passed [`check_batch`]. Any failure here aborts
 /// the whole commit (the transaction is dropped), so no batch is half
 /// applied.
-fn apply_batch(txn: &WriteTransaction, audit: &mut audit::Appender, batch: &Batch) -> Result<Receipt, StoreError> {
+fn apply_batch(
+    txn: &WriteTransaction,
+    access: &AccessLog,
+    audit: &mut audit::Appender,
+    batch: &Batch,
+) -> Result<Receipt, StoreError> {
+    let mut evictions = Vec::new();
     for m in &batch.mutations {
         match m {
-            Mutation::KvPut { namespace, key, value, expires_at_ms } => {
-                kv::apply_put(txn, namespace, key, value, *expires_at_ms)?;
+            Mutation::KvPut { namespace, key, value, expires_at_ms, bound } => {
+                let evicted = kv::apply_put(txn, namespace, key, value, *expires_at_ms, *bound, access.tick())?;
+                if !evicted.is_empty() {
+                    evictions.push(eviction_entry(namespace, &evicted));
+                }
             }
             Mutation::KvDelete { namespace, key } => {
                 kv::apply_delete(txn, namespace, key)?;
@@ -244,5 +265,23 @@ fn apply_batch(txn: &WriteTransaction, audit: &mut audit::Appender, batch: &Batc
     for entry in &batch.audit {
         audit_seqs.push(audit.append(entry.clone())?);
     }
+    for entry in evictions {
+        audit.append(entry)?;
+    }
     Ok(Receipt { audit_seqs })
+}
+
+/// Most evicted keys one audit entry names; the count is always exact.
+const MAX_EVICTED_KEYS_NAMED: usize = 8;
+
+/// The audit entry for entries a put pushed out of `namespace`.
+fn eviction_entry(namespace: &str, evicted: &[String]) -> AuditEntry {
+    let mut named = evicted.iter().take(MAX_EVICTED_KEYS_NAMED).cloned().collect::<Vec<_>>().join(", ");
+    if evicted.len() > MAX_EVICTED_KEYS_NAMED {
+        named.push_str(", ...");
+    }
+    let mut entry = AuditEntry::allowed("host", "memory.evict", format!("{namespace}/{{{named}}}"));
+    entry.reason =
+        Some(format!("{} least recently used entries evicted: the namespace was over its cache bound", evicted.len()));
+    entry
 }

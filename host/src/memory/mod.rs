@@ -9,7 +9,9 @@ pub mod committer;
 pub mod kv;
 pub mod plane;
 pub mod plugins;
+pub mod reclaim;
 pub mod records;
+pub mod retention;
 mod schema;
 pub mod semantic;
 pub mod write_set;
@@ -65,6 +67,7 @@ pub struct Store {
     // Dropped first: commits what is queued before the database closes.
     committer: Committer,
     db: Arc<Database>,
+    access: Arc<kv::AccessLog>,
     path: PathBuf,
 }
 
@@ -82,8 +85,9 @@ impl Store {
             source => StoreError::Open { path: path.into(), source },
         })?;
         migrate(&db, path)?;
+        let access = Arc::new(kv::AccessLog::resume(kv::load_clock(&db)?));
         let db = Arc::new(db);
-        Ok(Store { committer: Committer::start(db.clone()), db, path: path.into() })
+        Ok(Store { committer: Committer::start(db.clone(), access.clone()), db, access, path: path.into() })
     }
 
     /// The file this store lives in.
@@ -93,6 +97,10 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    pub(crate) fn access(&self) -> &kv::AccessLog {
+        &self.access
     }
 
     /// Commits `batch` durably (group commit), blocking this thread.
@@ -118,6 +126,15 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    /// Saves the recency of reads made since the last commit.
+    fn drop(&mut self) {
+        if self.access.has_touches() {
+            self.committer.enqueue(Batch::default());
+        }
+    }
+}
+
 /// Brings the file to [`SCHEMA_VERSION`] in one transaction, creating
 /// every table, or refuses a file written by a newer keel.
 fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
@@ -140,7 +157,8 @@ fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// The current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,7 @@ use redb::WriteTransaction;
 
 use super::committer::{Batch, CustomMutation, Mutation};
 use super::records::{self, CollectionSpec, Collections, RecordError};
+use super::retention::{self, CacheConfig, NamespaceRules, ReclaimConfig, RetentionRules};
 use super::semantic::{DecayConfig, HashedEmbedder, SemanticIndex};
 use super::{Store, StoreError};
 
@@ -24,6 +26,41 @@ pub struct MemoryConfig {
     /// How fast semantic notes fade.
     #[serde(default)]
     pub decay: DecayConfig,
+    /// Key/value bounds of namespaces without rules of their own.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Bounds and retention per namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceRules>,
+    /// How often expired and retired memory is deleted.
+    #[serde(default)]
+    pub reclaim: ReclaimConfig,
+}
+
+impl MemoryConfig {
+    /// Checks bounds, retention and decay, naming the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let collection_retention = self.collections.iter().map(|(c, spec)| (c.clone(), spec.retention_hours));
+        retention::validate(&self.cache, &self.namespaces, collection_retention, &self.reclaim)?;
+        self.decay.validate().map_err(|e| e.to_string())
+    }
+
+    /// The rules in the form the memory plane applies them.
+    pub fn retention_rules(&self) -> RetentionRules {
+        let collections = self
+            .collections
+            .iter()
+            .filter_map(|(c, spec)| {
+                Some((c.clone(), Duration::try_from_secs_f64(spec.retention_hours? * 3600.0).ok()?))
+            })
+            .collect();
+        RetentionRules {
+            cache: self.cache.clone(),
+            namespaces: self.namespaces.clone(),
+            collections,
+            reclaim: self.reclaim.clone(),
+        }
+    }
 }
 
 /// Collections, semantic index and decay settings, shared by every call.
@@ -31,6 +68,7 @@ pub struct MemoryPlane {
     pub collections: Arc<Collections>,
     pub semantic: Arc<SemanticIndex>,
     pub decay: DecayConfig,
+    pub rules: RetentionRules,
 }
 
 impl std::fmt::Debug for MemoryPlane {
@@ -44,10 +82,15 @@ impl MemoryPlane {
     /// `store`. Errors name the collection or setting at fault.
     pub fn load(store: &Store, config: &MemoryConfig) -> Result<MemoryPlane, String> {
         let collections = Arc::new(Collections::new(config.collections.clone()).map_err(|e| e.to_string())?);
-        config.decay.validate().map_err(|e| e.to_string())?;
+        config.validate()?;
         build_indexes(store, &collections).map_err(|e| e.to_string())?;
         let semantic = SemanticIndex::load(store, Arc::new(HashedEmbedder)).map_err(|e| e.to_string())?;
-        Ok(MemoryPlane { collections, semantic: Arc::new(semantic), decay: config.decay.clone() })
+        Ok(MemoryPlane {
+            collections,
+            semantic: Arc::new(semantic),
+            decay: config.decay.clone(),
+            rules: config.retention_rules(),
+        })
     }
 }
 

@@ -4,16 +4,19 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::StoreError;
 use super::audit::{self, AuditEntry};
+use super::{StoreError, kv};
 
 /// The schema this keel writes.
-pub const CURRENT: u64 = 2;
+pub const CURRENT: u64 = 3;
 
 /// Runs every step from `from` up to [`CURRENT`].
 pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     if from < 2 {
         v1_to_v2(txn)?;
+    }
+    if from < 3 {
+        v2_to_v3(txn)?;
     }
     Ok(())
 }
@@ -55,4 +58,10 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
         appender.append_keeping_time(entry)?;
     }
     appender.finish()
+}
+
+/// v3 tracks key/value recency, expiry and usage per namespace in tables
+/// of their own (for bounds, eviction and background reclaim).
+fn v2_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    kv::track_existing_entries(txn).map(drop)
 }

@@ -138,7 +138,10 @@ impl WriteSet {
             .kv
             .into_iter()
             .map(|((namespace, key), w)| match w {
-                KvWrite::Put { value, expires_at_ms } => Mutation::KvPut { namespace, key, value, expires_at_ms },
+                KvWrite::Put { value, expires_at_ms } => {
+                    let bound = plane.rules.kv_bound(&namespace);
+                    Mutation::KvPut { namespace, key, value, expires_at_ms, bound }
+                }
                 KvWrite::Delete => Mutation::KvDelete { namespace, key },
             })
             .collect();

@@ -26,6 +26,7 @@ use crate::kernel::{Caller, Gate};
 use crate::memory::Store;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::PluginRecord;
+use crate::memory::reclaim::Reclaimer;
 use crate::plugin::inspect::{self, ComponentInfo, InstallError};
 use crate::plugin::{PluginManifest, World};
 
@@ -67,6 +68,8 @@ pub struct Runtime {
     plane: Arc<MemoryPlane>,
     prepared: Mutex<HashMap<String, Arc<PreparedPlugin>>>,
     _ticker: engine::EpochTicker,
+    /// Deletes expired and retired memory while the runtime lives.
+    _reclaimer: Reclaimer,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -91,6 +94,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         crate::capabilities::add_to_linker(&mut linker)?;
         let ticker = engine::EpochTicker::start(&engine);
+        let reclaimer = Reclaimer::start(store.clone(), plane.clone());
         Ok(Runtime {
             engine,
             linker,
@@ -100,6 +104,7 @@ impl Runtime {
             plane,
             prepared: Mutex::new(HashMap::new()),
             _ticker: ticker,
+            _reclaimer: reclaimer,
         })
     }
 

@@ -85,7 +85,7 @@ impl WorkspaceConfig {
         check_range("limits.call_timeout_ms", l.call_timeout_ms, 1, MAX_CALL_TIMEOUT_MS)?;
         check_range("limits.memory_mib", l.memory_mib, 1, MAX_MEMORY_MIB)?;
         check_range("limits.output_kib", l.output_kib, 1, MAX_OUTPUT_KIB)?;
-        Ok(())
+        self.memory.validate()
     }
 
     pub fn limits(&self) -> Limits {

@@ -15,7 +15,7 @@ use crate::bindings::keel::plugin::memory::{
 use crate::kernel::{Caller, Gate, Request};
 use crate::memory::StoreError;
 use crate::memory::audit::AuditEntry;
-use crate::memory::kv::{MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES};
+use crate::memory::kv::{MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES, entry_bytes};
 use crate::memory::now_ms;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::write_set::{KvWrite, WriteSet};
@@ -89,6 +89,16 @@ impl MemoryView<'_> {
         self.gate.check(self.caller, Request::MemoryWrite { namespace })?;
         check_key(key)?;
         check_value(key, &value)?;
+        let bound = self.plane.rules.kv_bound(namespace);
+        if entry_bytes(key, value.len()) > bound.max_bytes {
+            return Err(GuestError::InvalidInput(format!(
+                "`{key}` and its value take {} bytes, more than namespace `{namespace}` may hold ({} bytes): \
+                 store less, or ask the operator to raise `max_kib` for it",
+                entry_bytes(key, value.len()),
+                bound.max_bytes
+            )));
+        }
+        let expires_at_ms = self.plane.rules.kv_expiry(namespace, now_ms(), expires_at_ms);
         let entry = AuditEntry::allowed(&self.caller.plugin, "memory.put", format!("{namespace}/{key}"));
         self.writes.put(namespace, key, value, expires_at_ms, entry);
         Ok(())

@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use super::StoreError;
 
-pub use query::{get, query};
+pub use query::{CollectionStats, get, query, stats, written_before};
 pub use spec::{CollectionSpec, Collections};
 pub(crate) use write::create_tables;
 pub use write::{apply, build_indexes, check, validate_write, write};

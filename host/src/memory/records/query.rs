@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition, TableError};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde_json::Value;
 
 use super::key::{Cursor, compare, index_key};
@@ -218,4 +218,57 @@ pub fn query(store: &Store, reg: &Collections, q: &Query) -> Result<Page, Record
     }
     tracing::debug!(collection = c, index = indexed, examined, found = page.records.len(), "records query");
     Ok(page)
+}
+
+/// Records and indexes of one collection, for `keel memory stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectionStats {
+    pub records: u64,
+    /// Indexed fields and whether each is ready to serve queries.
+    pub indexes: Vec<(String, bool)>,
+}
+
+/// Every collection that holds records or indexes (a full scan of the keys).
+pub fn stats(store: &Store) -> Result<std::collections::BTreeMap<String, CollectionStats>, RecordError> {
+    let txn = store.db().begin_read()?;
+    let mut out = std::collections::BTreeMap::<String, CollectionStats>::new();
+    if let Some(records) = open(&txn, RECORDS)? {
+        for item in records.iter()? {
+            let (k, _) = item?;
+            out.entry(k.value().0.to_owned()).or_default().records += 1;
+        }
+    }
+    if let Some(state) = open(&txn, INDEX_STATE)? {
+        for item in state.iter()? {
+            let (k, v) = item?;
+            let (collection, field) = k.value();
+            out.entry(collection.to_owned()).or_default().indexes.push((field.to_owned(), v.value() == INDEX_READY));
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `limit` records of `collection` last written before `cutoff_ms`,
+/// with their versions, for retention.
+pub fn written_before(
+    store: &Store,
+    collection: &str,
+    cutoff_ms: u64,
+    limit: usize,
+) -> Result<Vec<(String, u64)>, RecordError> {
+    let txn = store.db().begin_read()?;
+    let Some(records) = open(&txn, RECORDS)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for item in records.range((collection, "")..)? {
+        let (k, v) = item?;
+        let (c, id) = k.value();
+        if c != collection || out.len() >= limit {
+            break;
+        }
+        let stored = decode_stored(c, id, v.value())?;
+        if stored.updated_at_ms < cutoff_ms {
+            out.push((id.to_owned(), stored.version));
+        }
+    }
+    Ok(out)
 }

@@ -18,6 +18,9 @@ pub struct CollectionSpec {
     /// Fields to index: top-level names or dotted paths (`contact.email`).
     #[serde(default)]
     pub indexes: Vec<String>,
+    /// Records not updated for this long are deleted by the reclaimer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_hours: Option<f64>,
 }
 
 /// A field path, split once: `contact.email` -> [`contact`, `email`].
@@ -151,7 +154,8 @@ mod tests {
 
     #[test]
     fn a_bad_schema_is_reported_with_its_collection() {
-        let spec = CollectionSpec { schema: Some(json!({"type": "no-such-type"})), indexes: vec![] };
+        let spec =
+            CollectionSpec { schema: Some(json!({"type": "no-such-type"})), indexes: vec![], retention_hours: None };
         let err = one("leads", spec).unwrap_err();
         assert!(matches!(&err, RecordError::InvalidCollection { collection, .. } if collection == "leads"), "{err:?}");
         assert!(err.to_string().contains("`leads`") && err.to_string().contains("schema"), "{err}");
@@ -159,7 +163,11 @@ mod tests {
 
     #[test]
     fn external_refs_are_refused_at_load() {
-        let spec = CollectionSpec { schema: Some(json!({"$ref": "https://example.com/s.json"})), indexes: vec![] };
+        let spec = CollectionSpec {
+            schema: Some(json!({"$ref": "https://example.com/s.json"})),
+            indexes: vec![],
+            retention_hours: None,
+        };
         assert!(matches!(one("leads", spec), Err(RecordError::InvalidCollection { .. })));
     }
 
@@ -171,7 +179,7 @@ mod tests {
             (vec!["a".to_owned(), "a".to_owned()], "twice"),
             ((0..=MAX_INDEXES_PER_COLLECTION).map(|i| format!("f{i}")).collect(), "at most"),
         ] {
-            let err = one("c", CollectionSpec { schema: None, indexes }).unwrap_err();
+            let err = one("c", CollectionSpec { schema: None, indexes, retention_hours: None }).unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");
         }
         let err = one("bad name", CollectionSpec::default()).unwrap_err();

@@ -27,6 +27,7 @@ fn customers(indexes: &[&str]) -> Collections {
             }
         })),
         indexes: indexes.iter().map(|s| s.to_string()).collect(),
+        retention_hours: None,
     };
     Collections::new(BTreeMap::from([("customers".to_owned(), spec)])).unwrap()
 }

@@ -132,6 +132,41 @@ pub(crate) fn for_each_note(store: &Store, mut f: impl FnMut(&str, StoredNote, V
     Ok(())
 }
 
+/// Up to `limit` ids of notes in `namespace` created before `cutoff_ms`,
+/// oldest first, for retention. Ids sort by creation time, so the walk
+/// stops at the first younger note.
+pub fn notes_created_before(
+    store: &Store,
+    namespace: &str,
+    cutoff_ms: u64,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let txn = store.db().begin_read()?;
+    let Some(notes) = open_read(&txn, NOTES)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for item in notes.range((namespace, "")..)? {
+        let (key, row) = item?;
+        let (ns, id) = key.value();
+        if ns != namespace || out.len() >= limit || parse_note(ns, id, row.value())?.created_at_ms >= cutoff_ms {
+            break;
+        }
+        out.push(id.to_owned());
+    }
+    Ok(out)
+}
+
+/// Notes per namespace (a scan of the keys), for `keel memory stats`.
+pub fn note_counts(store: &Store) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    let txn = store.db().begin_read()?;
+    let mut out = std::collections::BTreeMap::<String, u64>::new();
+    if let Some(notes) = open_read(&txn, NOTES)? {
+        for item in notes.iter()? {
+            *out.entry(item?.0.value().0.to_owned()).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// A new note id: 12 hex digits of `created_at_ms`, so ids sort by time,
 /// then 16 hex digits unique to this process and call.
 pub fn new_note_id(created_at_ms: u64) -> String {

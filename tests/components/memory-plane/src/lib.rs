@@ -102,6 +102,16 @@ fn run(op: &Value) -> Result<Value, Error> {
             memory::recall_many(&requests).map(|all| all.into_iter().map(hits).collect())
         }
         "forget" => memory::forget(&s(op, "namespace"), &s(op, "id")).map(Value::from),
+        "put" => {
+            let (ns, key, value) = (s(op, "namespace"), s(op, "key"), s(op, "value").into_bytes());
+            match op["ttl-ms"].as_u64() {
+                Some(ttl) => memory::put_expiring(&ns, &key, &value, ttl),
+                None => memory::put(&ns, &key, &value),
+            }
+            .map(|()| Value::Null)
+        }
+        "get" => memory::get(&s(op, "namespace"), &s(op, "key"))
+            .map(|v| v.map_or(Value::Null, |v| Value::from(String::from_utf8_lossy(&v).into_owned()))),
         other => Err(Error::InvalidInput(format!("unknown op {other}"))),
     }
 }
