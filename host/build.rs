@@ -179,7 +179,12 @@ fn build_workspace(workspace: &Path, target_dir: &Path) -> Result<()> {
 fn find_guests(workspace: &Path, is_test_component: bool) -> Result<Vec<Guest>> {
     let mut guests = Vec::new();
     for dir in sorted_entries(workspace)? {
-        if !dir.join("Cargo.toml").is_file() || dir.file_name().is_some_and(|n| n == "target") {
+        if !dir.is_dir() || dir.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        // A folder without Cargo.toml groups guest crates (agents/connectors/).
+        if !dir.join("Cargo.toml").is_file() {
+            guests.extend(find_guests(&dir, is_test_component)?);
             continue;
         }
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();

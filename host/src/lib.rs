@@ -16,6 +16,7 @@ pub mod bench;
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
+pub mod connectors;
 pub mod kernel;
 pub mod memory;
 pub mod plugin;

@@ -148,7 +148,9 @@ fn invalid_input_json_is_rejected_before_running() {
 #[test]
 fn every_command_has_help() {
     let (_dir, ws) = common::workspace();
-    for cmd in ["init", "install", "list", "inspect", "call", "remove", "pack", "audit", "memory", "bench"] {
+    let commands = ["init", "install", "list", "inspect", "call", "remove", "pack", "audit", "memory", "bench"];
+    let kernel = ["approvals", "approve", "reject", "stop", "resume", "status", "outbox"];
+    for cmd in commands.into_iter().chain(kernel) {
         let out = keel(&ws, &[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help: {}", stderr(&out));
         assert!(stdout(&out).contains("Usage:"), "{cmd}");
@@ -251,4 +253,63 @@ fn operator_queries_records_and_recalls_notes() {
     assert!(keel(&ws, &["memory", "forget", "notes", &id, "--note"]).status.success());
     let after = stdout(&keel(&ws, &["memory", "recall", "notes", "acme calls"]));
     assert!(after.contains("nothing recalled"), "{after}");
+}
+
+#[test]
+fn operator_decides_approvals_and_flips_the_kill_switch() {
+    let (_dir, ws) = installed(&[PROPOSER]);
+    let policy = "[policy.approval]\nabove_by_kind = { \"payments.charge\" = 500 }\n";
+    std::fs::write(ws.join("keel.toml"), format!("{}{policy}", common::TEST_CONFIG)).unwrap();
+    {
+        // What installing the payments connector registers.
+        let w = keel_host::workspace::Workspace::open(&ws).unwrap();
+        let spec = keel_host::kernel::registry::KindSpec {
+            kind: "payments.charge".into(),
+            payload_schema: serde_json::json!({"type": "object"}),
+            compensation: None,
+            idempotent: true,
+        };
+        let m = keel_host::kernel::registry::register("payments", vec![spec]);
+        w.store().commit_blocking(keel_host::memory::committer::Batch { mutations: vec![m], audit: vec![] }).unwrap();
+    }
+    let charge = |amount: u32| {
+        serde_json::json!({"proposals": [{"kind": "payments.charge", "payload": {"customer": "acme"},
+            "amount": amount, "currency": "EUR", "rationale": "renewal"}]})
+        .to_string()
+    };
+    let out = keel(&ws, &["call", "proposer", "--input", &charge(9000)]);
+    assert!(stdout(&out).contains("approval #1"), "{}{}", stdout(&out), stderr(&out));
+    keel(&ws, &["call", "proposer", "--input", &charge(7000)]);
+
+    let list = stdout(&keel(&ws, &["approvals", "list"]));
+    assert!(list.contains("#1  payments.charge") && list.contains("#2  payments.charge"), "{list}");
+    assert!(list.contains("renewal") && list.contains("above the approval threshold of 500"), "{list}");
+
+    let approved = keel(&ws, &["approve", "1"]);
+    assert!(stdout(&approved).contains("approved #1"), "{}", stderr(&approved));
+    let no_reason = keel(&ws, &["reject", "2", "--reason", " "]);
+    assert!(!no_reason.status.success() && stderr(&no_reason).contains("--reason is empty"));
+    assert!(keel(&ws, &["reject", "2", "--reason", "not this month"]).status.success());
+    let twice = keel(&ws, &["approve", "2"]);
+    assert!(stderr(&twice).contains("already decided (rejected)"), "{}", stderr(&twice));
+    let missing = keel(&ws, &["approve", "99"]);
+    assert!(stderr(&missing).contains("no approval #99: `keel approvals list`"), "{}", stderr(&missing));
+    assert!(stdout(&keel(&ws, &["approvals", "list"])).contains("nothing waits for you"));
+
+    // Approving executed it at once; with no payments connector installed
+    // (only its kinds were registered above) that fails, saying why.
+    assert!(stderr(&approved).contains("failed (connector `payments` is not installed"), "{}", stderr(&approved));
+    let outbox = stdout(&keel(&ws, &["outbox"]));
+    assert!(outbox.contains("failed") && outbox.contains("rejected") && outbox.contains("not this month"), "{outbox}");
+
+    assert!(keel(&ws, &["stop", "--reason", "incident 7"]).status.success());
+    let status = stdout(&keel(&ws, &["status"]));
+    assert!(status.contains("kill switch: ON") && status.contains("incident 7"), "{status}");
+    assert!(status.contains("1 failed") && status.contains("1 rejected"), "{status}");
+    assert!(keel(&ws, &["resume"]).status.success());
+    assert!(stdout(&keel(&ws, &["status"])).contains("kill switch: off"));
+    let audit = stdout(&keel(&ws, &["audit", "tail", "-n", "20"]));
+    for op in ["approvals.approve", "approvals.reject", "kernel.stop", "kernel.resume"] {
+        assert!(audit.contains(op), "{op}: {audit}");
+    }
 }

@@ -23,6 +23,7 @@ fn host() -> (tempfile::TempDir, Workspace, Runtime) {
         HUGE_OUTPUT,
         MEMORY_READS,
         MEMORY_PLANE,
+        PROPOSER,
     ] {
         common::install(&ws, &runtime, plugin);
     }
@@ -179,4 +180,19 @@ async fn memory_plane() {
     let script = serde_json::json!({"ops": [{"op": "put-record", "collection": "leads", "id": "a", "data": {"n": 1}}]});
     let out = runtime.call("memory-plane", script.to_string()).await.unwrap();
     assert_eq!(out.output, "[1]");
+}
+
+/// The kernel tests are in kernel.rs; this one checks that with no
+/// connector installed a proposal is `unavailable`, audited, and harmless.
+#[tokio::test]
+async fn proposer() {
+    let (_dir, ws, runtime) = host();
+    let script = serde_json::json!({"proposals": [{"kind": "email.send", "payload": {"to": "a@example.com"}}]});
+    let out = runtime.call("proposer", script.to_string()).await.unwrap();
+    let results: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+    assert_eq!(results[0]["error"], "unavailable", "{results}");
+    assert!(results[0]["detail"].as_str().unwrap().contains("install one"), "{results}");
+    let audit = ws.store().audit_tail(5).unwrap();
+    assert!(audit.iter().any(|e| e.actor == "proposer" && e.operation == "actions.propose"), "{audit:?}");
+    assert!(ws.store().intents_in(keel_host::kernel::outbox::IntentState::Ready, 10).unwrap().is_empty());
 }

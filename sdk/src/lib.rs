@@ -1,4 +1,4 @@
-//! Write keel agents in Rust.
+//! Write keel agents and connectors in Rust.
 //!
 //! An agent is a plain function from a [`Task`] to an [`Outcome`]; the
 //! [`agent!`] macro exports it as a `keel:plugin/agent@0.1.0` component.
@@ -32,6 +32,10 @@
 //!
 //! agent!(handle);
 //! ```
+//!
+//! Connectors implement [`connector::Connector`] and are exported with
+//! [`connector!`]; [`config`] reads their settings and secrets and [`http`]
+//! makes outgoing requests (see the [`connector`] module).
 
 /// The raw bindings generated from `wit/` (one `generate!` for the crate).
 #[allow(unsafe_code, reason = "wit-bindgen glue; unsafe only on wasm32")]
@@ -45,9 +49,14 @@ pub mod bindings {
     });
 }
 
+pub mod config;
+pub mod connector;
+pub mod encoding;
 mod helpers;
+pub mod http;
 pub mod log;
 pub mod memory;
+pub mod time;
 
 pub use bindings::keel::plugin::actions;
 pub use bindings::keel::plugin::model;

@@ -70,6 +70,7 @@ fn format_entry(e: &AuditEntry) -> String {
     let decision = match e.decision {
         Decision::Allowed => "allowed",
         Decision::Denied => "DENIED",
+        Decision::Parked => "parked",
     };
     let reason = e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     format!("#{:<6} {:<16} {:<18} {:<28} {decision}{reason}", e.seq, e.actor, e.operation, e.target)

@@ -29,5 +29,5 @@ pub async fn call(ws: &Workspace, args: CallArgs) -> anyhow::Result<()> {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
         Err(_) => println!("{}", outcome.output),
     }
-    Ok(())
+    super::kernel::execute_and_report(&runtime).await
 }

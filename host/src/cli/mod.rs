@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod call;
 pub mod exit;
+mod kernel;
 mod memory;
 mod plugins;
 mod progress;
@@ -71,6 +72,29 @@ pub enum Command {
     Memory(memory::MemoryCommand),
     /// Measure keel against bare wasmtime on this machine.
     Bench(bench::BenchArgs),
+    /// The approval inbox: proposals waiting for the operator.
+    #[command(subcommand)]
+    Approvals(kernel::ApprovalsCommand),
+    /// Approve a parked proposal (optionally with an edited payload).
+    Approve(kernel::ApproveArgs),
+    /// Reject a parked proposal; it never executes.
+    Reject(kernel::RejectArgs),
+    /// Engage the kill switch: no action starts until `keel resume`.
+    Stop {
+        /// Why; audited.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift the kill switch.
+    Resume,
+    /// The kill switch, the outbox by state, approvals waiting.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every proposed action and what became of it.
+    Outbox(kernel::OutboxArgs),
 }
 
 /// Entry point of the `keel` binary.
@@ -129,6 +153,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(cmd) => audit::run(&open()?, cmd)?,
         Command::Memory(cmd) => memory::run(&open()?, cmd)?,
         Command::Bench(args) => bench::run(args).await?,
+        Command::Approvals(cmd) => kernel::approvals(&open()?, cmd)?,
+        Command::Approve(args) => kernel::approve(&open()?, args).await?,
+        Command::Reject(args) => kernel::reject(&open()?, args)?,
+        Command::Stop { reason } => kernel::stop(&open()?, reason)?,
+        Command::Resume => kernel::resume(&open()?).await?,
+        Command::Status { json } => kernel::status(&open()?, json)?,
+        Command::Outbox(args) => kernel::outbox(&open()?, args).await?,
     }
     Ok(exit::OK)
 }

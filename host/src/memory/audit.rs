@@ -33,6 +33,8 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub enum Decision {
     Allowed,
     Denied,
+    /// Held for the operator (an action awaiting approval).
+    Parked,
 }
 
 /// One audit record. Field order is the hashed serialization order.

@@ -148,6 +148,7 @@ fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
     audit::create_tables(&txn)?;
     records::create_tables(&txn)?;
     semantic::storage::create_tables(&txn)?;
+    crate::kernel::create_tables(&txn)?;
     if let Some(from) = found.filter(|v| *v < SCHEMA_VERSION) {
         schema::migrate(&txn, from)?;
         tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "migrated the workspace database");

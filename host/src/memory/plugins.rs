@@ -47,7 +47,15 @@ fn parse(name: &str, json: &str) -> Result<PluginRecord, StoreError> {
 
 impl Store {
     /// Records `record` and its bytes, with the audit entry, in one commit.
-    pub fn plugin_insert(&self, record: &PluginRecord, bytes: &[u8], entry: AuditEntry) -> Result<(), StoreError> {
+    /// Stores `record` and its component, with `also` (e.g. the action kinds
+    /// a connector serves) in the same commit.
+    pub fn plugin_insert(
+        &self,
+        record: &PluginRecord,
+        bytes: &[u8],
+        entry: AuditEntry,
+        also: Vec<Mutation>,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).expect("plugin records always serialize");
         let (name, sha256, bytes) = (record.name.clone(), record.sha256.clone(), bytes.to_vec());
         let apply = move |txn: &WriteTransaction| -> Result<(), StoreError> {
@@ -55,8 +63,9 @@ impl Store {
             txn.open_table(PLUGIN_BLOBS)?.insert(sha256.as_str(), bytes.as_slice())?;
             Ok(())
         };
-        let mutation = Mutation::Custom(CustomMutation { label: "plugin.insert", apply: Arc::new(apply) });
-        self.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
+        let mut mutations = vec![Mutation::Custom(CustomMutation { label: "plugin.insert", apply: Arc::new(apply) })];
+        mutations.extend(also);
+        self.commit_blocking(Batch { mutations, audit: vec![entry] })?;
         Ok(())
     }
 
@@ -87,7 +96,13 @@ impl Store {
 
     /// Removes a plugin (its memory stays); drops its bytes unless another
     /// plugin shares them. Returns the removed record.
-    pub fn plugin_remove(&self, name: &str, entry: AuditEntry) -> Result<Option<PluginRecord>, StoreError> {
+    /// Removes plugin `name`, with `also` in the same commit.
+    pub fn plugin_remove(
+        &self,
+        name: &str,
+        entry: AuditEntry,
+        also: Vec<Mutation>,
+    ) -> Result<Option<PluginRecord>, StoreError> {
         let Some(record) = self.plugin_get(name)? else {
             return Ok(None);
         };
@@ -100,8 +115,9 @@ impl Store {
             }
             Ok(())
         };
-        let mutation = Mutation::Custom(CustomMutation { label: "plugin.remove", apply: Arc::new(apply) });
-        self.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
+        let mut mutations = vec![Mutation::Custom(CustomMutation { label: "plugin.remove", apply: Arc::new(apply) })];
+        mutations.extend(also);
+        self.commit_blocking(Batch { mutations, audit: vec![entry] })?;
         Ok(Some(record))
     }
 }

@@ -40,6 +40,9 @@ pub struct WriteSet {
     record_state: BTreeMap<(String, String), PendingRecord>,
     notes: Vec<(String, PreparedNote)>,
     forgotten: Vec<(String, String)>,
+    /// Writes of other parts of the host (the kernel's outbox and
+    /// approvals), landing with the memory writes.
+    effects: Vec<Mutation>,
     audit: Vec<AuditEntry>,
 }
 
@@ -123,8 +126,15 @@ impl WriteSet {
         self.audit.push(entry);
     }
 
+    /// Adds writes owned by another part of the host, with their entry.
+    pub fn effect(&mut self, mutations: Vec<Mutation>, entry: AuditEntry) {
+        self.effects.extend(mutations);
+        self.audit.push(entry);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.kv.is_empty()
+        self.effects.is_empty()
+            && self.kv.is_empty()
             && self.records.is_empty()
             && self.notes.is_empty()
             && self.forgotten.is_empty()
@@ -162,6 +172,7 @@ impl WriteSet {
             });
             mutations.push(Mutation::Custom(CustomMutation { label: "semantic.forget", apply }));
         }
+        mutations.extend(self.effects);
         let feed = IndexFeed { notes: self.notes, forgotten: self.forgotten };
         (Batch { mutations, audit: self.audit }, feed)
     }

@@ -85,7 +85,10 @@ impl Runtime {
         let task = Task { id: new_task_id(), input, run_id: None };
         let span = tracing::info_span!("keel.call", plugin = %plugin.record.name, task = %task.id);
         let gate = self.gate.for_call();
+        let task_id = task.id.clone();
         let result = self.run_task(plugin, task, &gate).instrument(span).await;
+        // Committed or dropped by now: the call's spend is no longer in flight.
+        gate.kernel().ledger().release(&task_id);
         gate.flush().await?;
         result
     }
@@ -93,7 +96,8 @@ impl Runtime {
     async fn run_task(&self, plugin: &PreparedPlugin, task: Task, gate: &Gate) -> Result<Outcome, CallError> {
         let name = plugin.record.name.as_str();
 
-        let state = HostState::new(plugin.caller.clone(), gate.clone(), self.plane.clone(), self.limits.memory_bytes);
+        let state =
+            HostState::new(plugin.caller.clone(), gate.clone(), self.plane.clone(), self.limits.memory_bytes, &task);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Yield to the executor every tick so a busy guest never starves

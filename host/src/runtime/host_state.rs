@@ -24,13 +24,24 @@ pub struct HostState {
     pub(crate) writes: WriteSet,
     /// Collections and the semantic index, shared by all calls.
     pub(crate) plane: Arc<MemoryPlane>,
+    /// This call's task id, and the run it belongs to, if any.
+    pub(crate) task_id: String,
+    pub(crate) run_id: Option<String>,
+    /// Proposals made so far in this call: the last part of their keys.
+    pub(crate) proposals: u32,
 }
 
 /// Guest stderr kept per call, for trap messages and debug logs.
 pub const GUEST_STDERR_BYTES: usize = 64 * 1024;
 
 impl HostState {
-    pub fn new(caller: Caller, gate: Gate, plane: Arc<MemoryPlane>, memory_bytes: usize) -> HostState {
+    pub fn new(
+        caller: Caller,
+        gate: Gate,
+        plane: Arc<MemoryPlane>,
+        memory_bytes: usize,
+        task: &crate::bindings::keel::plugin::types::Task,
+    ) -> HostState {
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         HostState {
             wasi: minimal_wasi(stderr.clone()),
@@ -41,6 +52,9 @@ impl HostState {
             stderr,
             writes: WriteSet::default(),
             plane,
+            task_id: task.id.clone(),
+            run_id: task.run_id.clone(),
+            proposals: 0,
         }
     }
 }

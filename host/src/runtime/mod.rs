@@ -4,10 +4,11 @@
 pub mod call;
 pub mod compile_cache;
 pub mod engine;
+pub mod execute;
 mod host_state;
 pub mod limits;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,9 @@ pub use host_state::HostState;
 pub use limits::Limits;
 
 use crate::bindings::AgentPre;
-use crate::kernel::{Caller, Gate};
+use crate::connectors::{ConnectorCall, ConnectorHost};
+use crate::kernel::registry::KindSpec;
+use crate::kernel::{Caller, Gate, Kernel};
 use crate::memory::Store;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::PluginRecord;
@@ -56,6 +59,8 @@ pub struct Candidate {
     pub sha256: String,
     pub manifest: PluginManifest,
     pub info: ComponentInfo,
+    /// For a connector: the action kinds its `describe()` declares.
+    pub kinds: Vec<KindSpec>,
 }
 
 /// Runs plugins of one workspace.
@@ -67,6 +72,9 @@ pub struct Runtime {
     gate: Gate,
     plane: Arc<MemoryPlane>,
     prepared: Mutex<HashMap<String, Arc<PreparedPlugin>>>,
+    connectors: ConnectorHost,
+    /// Whether intents left `sending` by an earlier process were settled.
+    recovered: std::sync::atomic::AtomicBool,
     _ticker: engine::EpochTicker,
     /// Deletes expired and retired memory while the runtime lives.
     _reclaimer: Reclaimer,
@@ -85,7 +93,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Runtime {
     pub fn new(
-        store: Arc<Store>,
+        kernel: Arc<Kernel>,
         plane: Arc<MemoryPlane>,
         limits: Limits,
         cache_dir: PathBuf,
@@ -94,15 +102,18 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         crate::capabilities::add_to_linker(&mut linker)?;
         let ticker = engine::EpochTicker::start(&engine);
-        let reclaimer = Reclaimer::start(store.clone(), plane.clone());
+        let reclaimer = Reclaimer::start(kernel.store().clone(), plane.clone());
+        let connectors = ConnectorHost::new(&engine, &limits).map_err(|e| wasmtime::Error::msg(format!("{e:#}")))?;
         Ok(Runtime {
             engine,
             linker,
             cache: CompileCache::new(cache_dir),
             limits,
-            gate: Gate::new(store),
+            gate: Gate::new(kernel),
             plane,
             prepared: Mutex::new(HashMap::new()),
+            connectors,
+            recovered: std::sync::atomic::AtomicBool::new(false),
             _ticker: ticker,
             _reclaimer: reclaimer,
         })
@@ -118,6 +129,11 @@ impl Runtime {
 
     pub fn store(&self) -> &Arc<Store> {
         self.gate.store()
+    }
+
+    /// Policy, approvals and the outbox of this runtime's workspace.
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        self.gate.kernel()
     }
 
     /// Collections and the semantic index.
@@ -164,14 +180,54 @@ impl Runtime {
                 actual: info.world,
             });
         }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| InstallError::MissingImport { path: path.into(), detail: format!("{e:#}") })?;
-        if info.world == World::Agent {
-            AgentPre::new(pre).map_err(|e| InstallError::Invalid { path: path.into(), detail: format!("{e:#}") })?;
-        }
-        Ok(Candidate { bytes, sha256, manifest, info })
+        let kinds = match info.world {
+            World::Agent => {
+                let pre = self
+                    .linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| InstallError::MissingImport { path: path.into(), detail: format!("{e:#}") })?;
+                AgentPre::new(pre)
+                    .map_err(|e| InstallError::Invalid { path: path.into(), detail: format!("{e:#}") })?;
+                Vec::new()
+            }
+            World::Connector => self.describe_connector(&manifest, &component, path)?,
+        };
+        Ok(Candidate { bytes, sha256, manifest, info, kinds })
+    }
+
+    /// Links a connector, asks it what it serves and checks that against
+    /// the kinds installed connectors already serve.
+    fn describe_connector(
+        &self,
+        manifest: &PluginManifest,
+        component: &Component,
+        path: &Path,
+    ) -> Result<Vec<KindSpec>, InstallError> {
+        let invalid = |detail: String| InstallError::Invalid { path: path.into(), detail };
+        self.connectors
+            .check_imports(&manifest.name, component)
+            .map_err(|e| InstallError::MissingImport { path: path.into(), detail: e.to_string() })?;
+        let settings = self.kernel().connector_settings(&manifest.name);
+        let call = ConnectorCall {
+            name: &manifest.name,
+            component,
+            outbound: &manifest.capabilities.outbound,
+            settings: &settings,
+            secrets: &BTreeMap::new(),
+        };
+        // `describe` is async and this check is not: run it on a thread of
+        // its own, which works whether or not the caller is inside tokio.
+        let kinds = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                rt.map_err(|e| e.to_string())?.block_on(self.connectors.describe(&call)).map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("describe panicked".to_owned()))
+        })
+        .map_err(invalid)?;
+        self.kernel().registry().check_new(&manifest.name, &kinds).map_err(invalid)?;
+        Ok(kinds)
     }
 
     /// Returns the prepared plugin `name`, compiling it on first use.

@@ -1,11 +1,14 @@
 //! The workspace config (`keel.toml`): what the operator decides. Parsed
 //! and validated once at load; errors name the file and the key.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::policy::PolicyConfig;
+use crate::kernel::secrets::SecretSource;
 use crate::memory::plane::MemoryConfig;
 use crate::runtime::Limits;
 use crate::runtime::limits::{DEFAULT_CALL_TIMEOUT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_OUTPUT_LIMIT_BYTES};
@@ -23,6 +26,15 @@ pub struct WorkspaceConfig {
     /// Record collections and semantic decay.
     #[serde(default)]
     pub memory: MemoryConfig,
+    /// What proposed actions may do without asking the operator.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Settings per connector, served to it by `config.get`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connectors: BTreeMap<String, BTreeMap<String, String>>,
+    /// Where each secret's value is read from (never the value itself).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,7 +97,8 @@ impl WorkspaceConfig {
         check_range("limits.call_timeout_ms", l.call_timeout_ms, 1, MAX_CALL_TIMEOUT_MS)?;
         check_range("limits.memory_mib", l.memory_mib, 1, MAX_MEMORY_MIB)?;
         check_range("limits.output_kib", l.output_kib, 1, MAX_OUTPUT_KIB)?;
-        self.memory.validate()
+        self.memory.validate()?;
+        self.policy.validate()
     }
 
     pub fn limits(&self) -> Limits {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 pub use config::WorkspaceConfig;
 
-use crate::kernel::CapabilitySet;
+use crate::kernel::{CapabilitySet, Kernel, registry};
 use crate::memory::audit::AuditEntry;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::PluginRecord;
@@ -97,10 +97,17 @@ impl Workspace {
             .map_err(|e| WorkspaceError::Config(format!("{}: [memory]: {e}", config_path.display())))
     }
 
+    /// The kernel: policy, served action kinds, outbox and approvals.
+    pub fn kernel(&self) -> Result<Kernel, WorkspaceError> {
+        let kernel = Kernel::load(self.store.clone(), self.config.policy.clone())?;
+        Ok(kernel.with_connector_config(self.config.connectors.clone(), self.config.secrets.clone()))
+    }
+
     /// A runtime for this workspace's plugins.
     pub fn runtime(&self) -> Result<Runtime, WorkspaceError> {
         let plane = Arc::new(self.memory_plane()?);
-        Runtime::new(self.store.clone(), plane, self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
+        let kernel = Arc::new(self.kernel()?);
+        Runtime::new(kernel, plane, self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
             .map_err(|e| WorkspaceError::Runtime(format!("{e:#}")))
     }
 
@@ -127,12 +134,18 @@ impl Workspace {
         let mut entry =
             AuditEntry::allowed("operator", "plugin.install", format!("{}@{}", record.name, record.version));
         entry.reason = Some(format!("sha256 {}", record.sha256));
-        self.store.plugin_insert(&record, &candidate.bytes, entry)?;
+        let also = if candidate.kinds.is_empty() {
+            Vec::new()
+        } else {
+            vec![registry::register(&record.name, candidate.kinds.clone())]
+        };
+        self.store.plugin_insert(&record, &candidate.bytes, entry, also)?;
         Ok(record)
     }
 
     /// Removes plugin `name`; its memory is kept.
     pub fn remove(&self, name: &str) -> Result<Option<PluginRecord>, StoreError> {
-        self.store.plugin_remove(name, AuditEntry::allowed("operator", "plugin.remove", name))
+        let entry = AuditEntry::allowed("operator", "plugin.remove", name);
+        self.store.plugin_remove(name, entry, vec![registry::unregister(name)])
     }
 }

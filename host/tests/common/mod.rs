@@ -31,7 +31,27 @@ pub fn install(ws: &Workspace, runtime: &Runtime, path: &str) -> String {
     let candidate =
         runtime.check_candidate(bytes, Path::new(path), None, &()).expect("plugin passes the install checks");
     let grants: CapabilitySet = candidate.manifest.capabilities.clone();
-    ws.install(candidate, grants).expect("install").name
+    let name = ws.install(candidate, grants).expect("install").name;
+    // A connector's kinds are served from now on.
+    runtime.kernel().reload_registry().unwrap();
+    name
+}
+
+/// Installs the connector at `path` with its manifest's `outbound` grants
+/// replaced by `outbound` (test peers listen on free loopback ports).
+pub fn install_connector(ws: &Workspace, runtime: &Runtime, path: &str, outbound: &[String]) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let mut manifest = keel_host::plugin::inspect::read_manifest(&bytes, Path::new(path), None).unwrap();
+    manifest.capabilities.outbound = outbound.to_vec();
+    let text = toml::to_string(&manifest).unwrap();
+    let manifest_path = Path::new(path).with_extension("test.toml");
+    let candidate = runtime
+        .check_candidate(bytes, Path::new(path), Some((&text, &manifest_path)), &())
+        .expect("connector passes the install checks");
+    let grants: CapabilitySet = candidate.manifest.capabilities.clone();
+    let name = ws.install(candidate, grants).expect("install").name;
+    runtime.kernel().reload_registry().unwrap();
+    name
 }
 
 /// Runs the `keel` binary against workspace `ws`.

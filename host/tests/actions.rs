@@ -1,0 +1,181 @@
+//! Proposals executed end to end: an agent (`proposer`) proposes, the gate
+//! decides, the outbox hands the intent to a real connector (`mail`,
+//! `payments`), which reaches a real peer on loopback (aiosmtpd, the
+//! payments server of `peers/`). Approvals, rejections, the kill switch
+//! and recovery of interrupted attempts, seen from the peers.
+
+mod common;
+mod peers;
+
+use std::sync::Arc;
+
+use keel_host::kernel::outbox::{self, IntentState};
+use keel_host::memory::committer::Batch;
+use keel_host::runtime::Runtime;
+use keel_host::workspace::Workspace;
+use serde_json::{Value, json};
+
+use peers::payments::PaymentsPeer;
+use peers::smtp::SmtpPeer;
+
+const API_KEY: &str = "sk_test_e2e_7d1c";
+
+struct Host {
+    _dir: tempfile::TempDir,
+    ws: Workspace,
+    rt: Runtime,
+    smtp: SmtpPeer,
+    payments: PaymentsPeer,
+}
+
+async fn host() -> Host {
+    let smtp = SmtpPeer::start(None);
+    let payments = PaymentsPeer::start(API_KEY).await;
+    let (dir, path) = common::workspace();
+    let key_file = dir.path().join("stripe_key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let config = format!(
+        r#"
+[limits]
+call_timeout_ms = 10000
+
+[policy.approval]
+above_by_kind = {{ "payments.charge" = 500 }}
+
+[connectors.mail]
+server = "127.0.0.1:{smtp_port}"
+from = "ops@acme.test"
+
+[connectors.payments]
+base_url = "{base_url}"
+
+[secrets.stripe_key]
+file = "{key_file}"
+"#,
+        smtp_port = smtp.port,
+        base_url = payments.base_url(),
+        key_file = key_file.display(),
+    );
+    std::fs::write(path.join("keel.toml"), config).unwrap();
+    let ws = Workspace::open(&path).unwrap();
+    let rt = ws.runtime().unwrap();
+    let api = payments.base_url().trim_start_matches("http://").trim_end_matches('/').to_owned();
+    common::install_connector(&ws, &rt, common::guests::MAIL, &[format!("127.0.0.1:{}", smtp.port)]);
+    common::install_connector(&ws, &rt, common::guests::PAYMENTS, &[api]);
+    common::install(&ws, &rt, common::guests::PROPOSER);
+    Host { _dir: dir, ws, rt, smtp, payments }
+}
+
+async fn propose(rt: &Runtime, proposals: Value) -> Vec<Value> {
+    let out = rt.call("proposer", json!({ "proposals": proposals }).to_string()).await.expect("the call runs");
+    serde_json::from_str(&out.output).unwrap()
+}
+
+fn charge(amount: i64) -> Value {
+    json!({"kind": "payments.charge", "amount": amount, "currency": "EUR",
+        "payload": {"amount": amount, "currency": "EUR", "customer": "cus_acme"}})
+}
+
+fn email() -> Value {
+    json!({"kind": "email.send", "payload": {"to": ["ada@example.com"], "subject": "Your quote", "body": "Hi Ada"}})
+}
+
+fn approval_number(result: &Value) -> u64 {
+    let detail = result["detail"].as_str().unwrap_or_else(|| panic!("not parked: {result}"));
+    detail.strip_prefix("approval #").and_then(|r| r.split(':').next()).and_then(|n| n.parse().ok()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_proposals_reach_the_real_peers_once() {
+    let h = host().await;
+    let r = propose(&h.rt, json!([email(), charge(400)])).await;
+    let (mail_key, charge_key) = (r[0]["queued"].as_str().unwrap(), r[1]["queued"].as_str().unwrap());
+
+    let done = h.rt.execute_ready().await.unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(done.iter().all(|e| e.state == IntentState::Executed), "{done:?}");
+    let mails = h.smtp.received();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].header("Subject").as_deref(), Some("Your quote"));
+    let charges = h.payments.charges();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0]["amount"], 400);
+    let receipt = h.ws.store().intent(charge_key).unwrap().unwrap().receipt.unwrap();
+    assert!(receipt.contains(charges[0]["id"].as_str().unwrap()), "{receipt}");
+    assert_eq!(h.ws.store().intent(mail_key).unwrap().unwrap().state, IntentState::Executed);
+
+    assert!(h.rt.execute_ready().await.unwrap().is_empty(), "nothing runs twice");
+    assert_eq!((h.smtp.received().len(), h.payments.charges().len()), (1, 1));
+    let audit = h.ws.store().audit_tail(20).unwrap();
+    assert_eq!(audit.iter().filter(|e| e.operation == "actions.execute").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_charge_happens_once_after_approval_and_never_after_rejection() {
+    let h = host().await;
+    let r = propose(&h.rt, json!([charge(10_000), charge(20_000)])).await;
+    let (approve, reject) = (approval_number(&r[0]), approval_number(&r[1]));
+    assert!(h.rt.execute_ready().await.unwrap().is_empty(), "nothing runs before the operator decides");
+    assert!(h.payments.charges().is_empty());
+
+    h.rt.kernel().approve(approve, "operator", None).unwrap();
+    h.rt.kernel().reject(reject, "operator", "duplicate").unwrap();
+    let done = h.rt.execute_ready().await.unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    h.rt.execute_ready().await.unwrap();
+    let charges = h.payments.charges();
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(charges[0]["amount"], 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_action_starts_while_the_kill_switch_is_on() {
+    let h = host().await;
+    let r = propose(&h.rt, json!([charge(100), email()])).await;
+    assert!(r.iter().all(|v| v.get("queued").is_some()), "{r:?}");
+    h.ws.store().set_kill_switch(true, "operator", None).unwrap();
+    assert!(h.rt.execute_ready().await.unwrap().is_empty());
+    assert!(h.payments.charges().is_empty() && h.smtp.received().is_empty());
+
+    h.ws.store().set_kill_switch(false, "operator", None).unwrap();
+    assert_eq!(h.rt.execute_ready().await.unwrap().len(), 2);
+    assert_eq!((h.payments.charges().len(), h.smtp.received().len()), (1, 1));
+}
+
+/// What a crash between "attempt started" and "receipt committed" leaves:
+/// both intents `sending`, the charge already seen by the server. A new
+/// process retries the idempotent charge with the same key (the server
+/// answers with the first charge) and leaves the email for the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_attempts_are_retried_only_when_idempotent() {
+    let h = host().await;
+    let r = propose(&h.rt, json!([charge(300), email()])).await;
+    let (charge_key, mail_key) =
+        (r[0]["queued"].as_str().unwrap().to_owned(), r[1]["queued"].as_str().unwrap().to_owned());
+    // The first attempt reached the payments server, then the host died.
+    let first = peers::http::request(
+        h.payments.http.addr,
+        "POST",
+        "/v1/charges",
+        &[("authorization", &format!("Bearer {API_KEY}")), ("idempotency-key", &charge_key)],
+        b"amount=300&currency=eur&customer=cus_acme",
+    );
+    assert_eq!(first.0, 200, "{first:?}");
+    for key in [&charge_key, &mail_key] {
+        let mut intent = h.ws.store().intent(key).unwrap().unwrap();
+        intent.state = IntentState::Sending;
+        intent.attempts = 1;
+        h.ws.store().commit_blocking(Batch { mutations: vec![outbox::put(intent)], audit: vec![] }).unwrap();
+    }
+    let rt = Arc::new(h.ws.runtime().unwrap());
+    let done = rt.execute_ready().await.unwrap();
+    assert_eq!(done.len(), 1, "only the charge runs again: {done:?}");
+    assert_eq!(h.payments.charges().len(), 1, "one charge for one key");
+    assert_eq!(h.ws.store().intent(&charge_key).unwrap().unwrap().state, IntentState::Executed);
+    let mail = h.ws.store().intent(&mail_key).unwrap().unwrap();
+    assert_eq!(mail.state, IntentState::NeedsReconcile);
+    assert!(h.smtp.received().is_empty(), "never re-sent silently");
+    let recovered =
+        h.ws.store().audit_tail(20).unwrap().into_iter().filter(|e| e.operation == "actions.recover").count();
+    assert_eq!(recovered, 2);
+}

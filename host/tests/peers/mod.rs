@@ -1,0 +1,79 @@
+//! Real servers on loopback for the connector tests: an SMTP server
+//! (aiosmtpd), a CalDAV server (Radicale), and small HTTP servers written
+//! here (a Stripe-style payments API, a recorder, a redirector). Each is
+//! started by the test that needs it and stopped when dropped.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+pub mod caldav;
+pub mod http;
+pub mod payments;
+pub mod smtp;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The pip command that installs the Python peers.
+pub const PIP_INSTALL: &str = "pip install -r tests/peers/requirements.txt";
+
+/// `tests/peers/` of the repository.
+pub fn scripts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
+}
+
+/// Fails the test with the fix when python3 or `module` is missing.
+pub fn require_python_module(module: &str, package: &str) {
+    let output = Command::new("python3").args(["-c", &format!("import {module}")]).output();
+    match output {
+        Err(e) => panic!("python3 is not on PATH ({e}): install Python 3, then run `{PIP_INSTALL}`"),
+        Ok(o) if !o.status.success() => panic!(
+            "the Python package `{package}` (module `{module}`) is missing: run `{PIP_INSTALL}` (from the repository root)\n{}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// A child process killed and reaped when dropped.
+pub struct PeerProcess {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl PeerProcess {
+    pub fn new(name: &'static str, child: Child) -> PeerProcess {
+        PeerProcess { name, child }
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("binding a free port").local_addr().unwrap().port()
+}
+
+/// Waits until `addr` accepts TCP connections, or panics naming `what`.
+pub fn wait_for_port(addr: SocketAddr, what: &str, process: &mut PeerProcess) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = process.child().try_wait() {
+            panic!("{what} exited ({status}) before listening on {addr}; its stderr is above");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within 20 s");
+}
