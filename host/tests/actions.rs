@@ -179,3 +179,79 @@ async fn interrupted_attempts_are_retried_only_when_idempotent() {
         h.ws.store().audit_tail(20).unwrap().into_iter().filter(|e| e.operation == "actions.recover").count();
     assert_eq!(recovered, 2);
 }
+
+/// The executor keeps running while the operator engages the kill switch:
+/// after the switch's commit at most the one attempt already in flight
+/// reaches the server (the executor runs intents one at a time), and no
+/// intent starts afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_stops_a_busy_executor() {
+    let h = host().await;
+    let proposals: Vec<Value> = (0..30).map(|_| charge(50)).collect();
+    propose(&h.rt, json!(proposals)).await;
+    let rt = Arc::new(h.rt);
+    let executor = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                if rt.execute_ready().await.unwrap().is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+        })
+    };
+    while h.payments.charges().len() < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let store = h.ws.store().clone();
+    tokio::task::spawn_blocking(move || store.set_kill_switch(true, "operator", Some("load test".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    let switched = std::time::SystemTime::now();
+    executor.await.unwrap();
+
+    let after: Vec<_> = h.payments.requests().into_iter().filter(|r| r.at > switched).collect();
+    assert!(after.len() <= 1, "requests after the switch: {after:?}");
+    let executed = h.ws.store().intents_in(IntentState::Executed, 100).unwrap().len();
+    assert_eq!(h.payments.charges().len(), executed, "every request that reached the server is recorded");
+    let waiting = h.ws.store().intents_in(IntentState::Ready, 100).unwrap();
+    assert_eq!(waiting.len() + executed, 30);
+    assert!(waiting.iter().all(|i| i.attempts == 0), "no attempt started after the switch");
+    assert!(!waiting.is_empty(), "the switch landed before the work was done");
+}
+
+/// The payments key, used for real, never shows in a trace-level log, the
+/// audit log or any CLI output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_never_leaks() {
+    let h = host().await;
+    let root = h.ws.root().to_owned();
+    drop(h.rt);
+    drop(h.ws);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("--workspace")
+            .arg(&root)
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let input = json!({"proposals": [charge(200)]}).to_string();
+    let mut everything = run(&["call", "proposer", "--input", &input]);
+    assert!(everything.contains("executed"), "the charge ran: {everything}");
+    for args in [
+        &["audit", "export", "--jsonl"][..],
+        &["outbox", "--json"],
+        &["status", "--json"],
+        &["approvals", "list", "--all"],
+        &["inspect", "payments"],
+    ] {
+        everything.push_str(&run(args));
+    }
+    assert_eq!(h.payments.charges().len(), 1);
+    assert!(everything.len() > 1000, "the outputs were captured");
+    assert!(!everything.contains(API_KEY), "the secret leaked");
+}
