@@ -67,6 +67,7 @@ pub use error::ConnectorError;
 
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::actions::Action;
+use crate::runtime::call::one_line;
 use crate::runtime::engine::EpochTicker;
 use crate::runtime::limits::{Limits, MemoryLimitExceeded};
 use bindings::{ActionKind, ConnectorPre};
@@ -376,20 +377,6 @@ fn check_kind_name(kind: &str) -> Result<(), &'static str> {
         return Err("is not of the form `area.verb` (lowercase letters, digits, '-', '_')");
     }
     Ok(())
-}
-
-/// The error chain on one line, without the wasm backtrace.
-fn one_line(error: &wasmtime::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        let first = text.lines().next().unwrap_or_default().trim().to_owned();
-        if !first.is_empty() && !first.starts_with("error while executing at wasm backtrace") && !parts.contains(&first)
-        {
-            parts.push(first);
-        }
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

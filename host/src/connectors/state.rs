@@ -19,8 +19,6 @@ use crate::runtime::limits::GuestLimiter;
 
 /// Guest stderr kept per call (a panic message), like an agent's.
 const STDERR_BYTES: usize = 64 * 1024;
-/// Longest stderr excerpt put into an error message.
-const MAX_STDERR_SUMMARY_CHARS: usize = 400;
 
 pub struct ConnectorState {
     wasi: WasiCtx,
@@ -83,18 +81,7 @@ impl ConnectorState {
 
     /// The guest's stderr on one line, secrets redacted; empty if none.
     pub(super) fn stderr_summary(&self) -> String {
-        let bytes = self.stderr.contents();
-        let text = String::from_utf8_lossy(&bytes);
-        let line = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let line = match line.char_indices().nth(MAX_STDERR_SUMMARY_CHARS) {
-            Some((cut, _)) => format!("{}…", &line[..cut]),
-            None => line,
-        };
+        let line = crate::runtime::host_state::summarize_stderr(&self.stderr.contents());
         self.secrets.redact(&line).into_owned()
     }
 }

@@ -176,7 +176,7 @@ impl Runtime {
 }
 
 /// The error chain on one line, without the wasm backtrace.
-fn one_line(error: &wasmtime::Error) -> String {
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain() {
         let text = cause.to_string();

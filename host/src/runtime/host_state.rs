@@ -70,18 +70,23 @@ impl HostState {
     /// The guest's stderr as one line without Rust's backtrace hint, cut to
     /// a readable length; empty if it wrote nothing.
     pub(crate) fn stderr_summary(&self) -> String {
-        let bytes = self.stderr.contents();
-        let text = String::from_utf8_lossy(&bytes);
-        let line = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        match line.char_indices().nth(MAX_SUMMARY_CHARS) {
-            Some((cut, _)) => format!("{}…", &line[..cut]),
-            None => line,
-        }
+        summarize_stderr(&self.stderr.contents())
+    }
+}
+
+/// Guest stderr as one line without Rust's backtrace hint, cut to a
+/// readable length.
+pub(crate) fn summarize_stderr(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match line.char_indices().nth(MAX_SUMMARY_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
     }
 }
 

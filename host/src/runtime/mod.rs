@@ -5,7 +5,7 @@ pub mod call;
 pub mod compile_cache;
 pub mod engine;
 pub mod execute;
-mod host_state;
+pub(crate) mod host_state;
 pub mod limits;
 
 use std::collections::{BTreeMap, HashMap};
