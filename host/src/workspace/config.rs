@@ -81,6 +81,22 @@ call_timeout_ms = 10000
 memory_mib = 256
 # Largest output one call may return.
 output_kib = 1024
+
+# What proposed actions may do without asking you (docs/kernel.md).
+# [policy]
+# currency = "EUR"
+# confidence_floor = 0.6
+# [policy.approval]
+# above_by_kind = { "payments.charge" = 500 }   # minor units: 5.00 EUR
+# [policy.budget]
+# daily = 100000
+
+# Settings and secrets of connectors (docs/configuration.md).
+# [connectors.mail]
+# server = "smtp.example.com:587"
+# from = "ops@example.com"
+# [secrets.smtp_password]
+# env = "KEEL_SMTP_PASSWORD"
 "#;
 
 impl WorkspaceConfig {
