@@ -154,6 +154,46 @@ fn read_head(table: &impl ReadableTable<&'static str, &'static str>) -> Result<A
     }
 }
 
+/// An entry's own fields (actor, operation, target, decision, reason),
+/// serialized ahead of its commit by whoever submits it, so the committer
+/// only numbers, stamps, chains and stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PreparedEntry {
+    /// A JSON object of those fields; its members go between `at_ms` and
+    /// `prev_hash`.
+    content: String,
+}
+
+/// The fields of [`AuditEntry`] its submitter knows, in the same order and
+/// with the same attributes, so they serialize to the same bytes.
+#[derive(Serialize)]
+struct Content<'a> {
+    actor: &'a str,
+    operation: &'a str,
+    target: &'a str,
+    decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl PreparedEntry {
+    pub(crate) fn new(entry: &AuditEntry) -> PreparedEntry {
+        let content = Content {
+            actor: &entry.actor,
+            operation: &entry.operation,
+            target: &entry.target,
+            decision: entry.decision,
+            reason: entry.reason.as_deref(),
+        };
+        PreparedEntry { content: serde_json::to_string(&content).expect("audit entries always serialize") }
+    }
+
+    /// The members, without the object's braces.
+    fn members(&self) -> &str {
+        &self.content[1..self.content.len() - 1]
+    }
+}
+
 /// Appends entries inside one write transaction, chaining each to the
 /// last. The head is read once and written once per transaction, so a
 /// group commit of many entries costs one head update.
@@ -162,38 +202,61 @@ pub(crate) struct Appender<'txn> {
     heads: redb::Table<'txn, &'static str, &'static str>,
     head: AuditHead,
     changed: bool,
+    /// The stored JSON of the entry being appended, reused across appends.
+    json: String,
 }
 
 impl<'txn> Appender<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         let heads = txn.open_table(AUDIT_HEAD)?;
         let head = read_head(&heads)?;
-        Ok(Appender { log: txn.open_table(AUDIT)?, heads, head, changed: false })
+        Ok(Appender { log: txn.open_table(AUDIT)?, heads, head, changed: false, json: String::with_capacity(512) })
     }
 
     /// Appends `entry` stamped with the current time.
-    pub(crate) fn append(&mut self, mut entry: AuditEntry) -> Result<u64, StoreError> {
-        entry.at_ms = now_ms();
-        self.append_keeping_time(entry)
+    pub(crate) fn append(&mut self, entry: AuditEntry) -> Result<u64, StoreError> {
+        self.append_prepared(&PreparedEntry::new(&entry))
     }
 
     /// Appends `entry` with its own `at_ms` (schema migrations).
-    pub(crate) fn append_keeping_time(&mut self, mut entry: AuditEntry) -> Result<u64, StoreError> {
-        entry.seq = self.head.seq + 1;
-        entry.prev_hash = std::mem::take(&mut self.head.hash);
-        entry.hash = String::new();
-        // One serialization serves both the hash and the stored JSON: the
-        // hash covers the entry with an empty `hash`, the last field.
-        let mut json = serde_json::to_string(&entry).expect("audit entries always serialize");
-        let hash = hash_body(&entry.prev_hash, json.as_bytes());
-        debug_assert!(json.ends_with(r#""hash":""}"#));
-        json.truncate(json.len() - 2);
-        json.push_str(&hash);
+    pub(crate) fn append_keeping_time(&mut self, entry: AuditEntry) -> Result<u64, StoreError> {
+        self.append_at(&PreparedEntry::new(&entry), entry.at_ms)
+    }
+
+    /// Appends a prepared entry stamped with the current time.
+    pub(crate) fn append_prepared(&mut self, entry: &PreparedEntry) -> Result<u64, StoreError> {
+        self.append_at(entry, now_ms())
+    }
+
+    /// Writes exactly what `serde_json` writes for the whole [`AuditEntry`]
+    /// (field order is fixed, `hash` is last), hashing it with an empty
+    /// `hash` as [`AuditEntry::compute_hash`] does, then filling it in.
+    fn append_at(&mut self, entry: &PreparedEntry, at_ms: u64) -> Result<u64, StoreError> {
+        use std::fmt::Write as _;
+        let seq = self.head.seq + 1;
+        let json = &mut self.json;
+        json.clear();
+        write!(json, r#"{{"seq":{seq},"at_ms":{at_ms},"#).expect("writing to a String");
+        json.push_str(entry.members());
+        json.push_str(r#","prev_hash":""#);
+        json.push_str(&self.head.hash);
+        json.push_str(r#"","hash":""#);
+        let mut h = Sha256::new();
+        h.update(self.head.hash.as_bytes());
+        h.update(b"\n");
+        h.update(json.as_bytes());
+        h.update(b"\"}");
+        let mut hash = [0u8; 64];
+        hex::encode_to_slice(h.finalize(), &mut hash).expect("64 hex digits for 32 bytes");
+        let hash = std::str::from_utf8(&hash).expect("hex is ASCII");
+        json.push_str(hash);
         json.push_str("\"}");
-        self.log.insert(entry.seq, json.as_str())?;
-        self.head = AuditHead { seq: entry.seq, hash };
+        self.log.insert(seq, json.as_str())?;
+        self.head.seq = seq;
+        self.head.hash.clear();
+        self.head.hash.push_str(hash);
         self.changed = true;
-        Ok(entry.seq)
+        Ok(seq)
     }
 
     /// Writes the new head; call before the transaction commits.
@@ -298,5 +361,44 @@ impl Store {
             AuditBreak::Edited { seq: prev.seq }
         });
         Ok(Verification { entries, head, broken })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    fn odd_entries() -> Vec<AuditEntry> {
+        vec![
+            AuditEntry::allowed("hello", "memory.put", "hello/alice"),
+            AuditEntry::denied("plug\"in", "net.fetch", "https://x/\\y?q=\u{1}\t", "grant \"net\" missing\n"),
+            AuditEntry::allowed("operator", "plugin.install", "ünïcödé/🦀").with_reason(""),
+            AuditEntry::allowed("", "", ""),
+        ]
+    }
+
+    #[test]
+    fn prepared_entries_are_stored_exactly_as_serde_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("keel.redb")).unwrap();
+        store.commit_blocking(Batch { mutations: Vec::new(), audit: odd_entries() }).unwrap();
+        for e in odd_entries() {
+            store.audit_append(e).unwrap();
+        }
+
+        let txn = store.db().begin_read().unwrap();
+        let table = txn.open_table(AUDIT).unwrap();
+        let mut expected = odd_entries().into_iter().cycle();
+        for item in table.iter().unwrap() {
+            let (seq, stored) = item.unwrap();
+            let entry = parse_entry(seq.value(), stored.value()).unwrap();
+            assert_eq!(serde_json::to_string(&entry).unwrap(), stored.value());
+            assert_eq!(entry.hash, entry.compute_hash());
+            let want = expected.next().unwrap();
+            assert_eq!((&entry.actor, &entry.target, &entry.reason), (&want.actor, &want.target, &want.reason));
+        }
+        let v = store.audit_verify().unwrap();
+        assert_eq!((v.entries, v.broken), (8, None));
     }
 }

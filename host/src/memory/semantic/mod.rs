@@ -13,8 +13,10 @@
 //!   offline default. Every stored vector names the embedder that made it and
 //!   recall only compares vectors of the index's own embedder; notes of
 //!   another embedder are skipped until reindexing exists (not built yet).
-//! * [`vector`]: unit vectors, exact top-k and the hnsw wrapper, with no
-//!   notion of notes, so `keel bench` can measure it alone.
+//! * [`vector`]: unit vectors, exact top-k and the hnsw wrapper (a graph
+//!   over one-byte-per-coordinate copies of the vectors, whose candidates
+//!   are re-scored exactly), with no notion of notes, so `keel bench` can
+//!   measure it alone.
 //!
 //! # Ranking
 //!
@@ -29,8 +31,13 @@
 
 pub mod embed;
 mod index;
+mod namespace;
+mod recall;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod vector;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,8 +54,8 @@ use crate::memory::StoreError;
 
 /// Namespaces with fewer live notes are searched exactly; from this many on,
 /// an hnsw graph is built. Measured with `keel bench` (384 floats): an
-/// exact scan costs 35 to 100 ns per note, an hnsw_rs search 150 to 450 µs
-/// at 3k to 100k notes, so the graph only wins beyond a few thousand notes,
+/// exact scan costs 35 to 100 ns per note, an hnsw_rs search about 200 µs
+/// at 100k notes, so the graph only wins beyond a few thousand notes,
 /// and on the built-in embedder's sparse vectors its recall is poor (about
 /// 0.6 at 50k notes). Below this size, recall is exact and about as fast.
 pub const EXACT_THRESHOLD: usize = 10_000;

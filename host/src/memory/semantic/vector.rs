@@ -1,6 +1,15 @@
 //! The vector layer: index vectors, cosine similarity, exact top-k, and the
 //! hnsw_rs graph. It knows nothing of notes, tags or time, so `keel bench`
 //! measures it alone.
+//!
+//! The graph keeps its own copy of each vector, quantized to one byte per
+//! coordinate ([`quantize`]). A search spends its time waiting for memory:
+//! for the graph nodes it walks (hnsw_rs links them through `Arc`s, two
+//! dependent loads per neighbour looked at) and for the vector of each
+//! candidate; a quarter of the bytes per vector made searches about a
+//! fifth faster at the same recall (docs/perf.md). The graph's similarities
+//! are therefore approximate (within about 0.01); callers re-score its
+//! candidates against the exact vectors they keep anyway ([`rerank`]).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -11,27 +20,34 @@ use super::SemanticError;
 
 /// Length every vector is scaled to before it is compared or indexed.
 ///
-/// hnsw_rs's SIMD dot-product distance asserts `dot <= 1.000002`, and two
-/// unit vectors rounded in f32 can exceed that by a hair, which would panic
-/// in the middle of a search. Just under 1 leaves a wide margin and changes
-/// no ranking; [`similarity`] divides it back out.
+/// hnsw_rs's SIMD dot-product distance, which [`similarity`] uses, asserts
+/// `dot <= 1.000002`, and two unit vectors rounded in f32 can exceed that
+/// by a hair, which would panic in the middle of a search. Just under 1
+/// leaves a wide margin and changes no ranking; [`similarity`] divides it
+/// back out.
 pub const INDEX_NORM: f32 = 0.999;
 /// Graph links per node and layer (twice as many on the bottom layer).
-/// More links: better recall on hard data, slower build and search, more
-/// memory. 12 and 16 did equally well on 100k clustered vectors; 12 builds
-/// faster (see `keel bench` and docs in `bench/semantic.rs`).
-pub const MAX_NB_CONNECTION: usize = 12;
-/// Candidates considered per insert. 200 built no better graphs than 100
-/// on the bench data, at twice the build time.
+/// More links: better recall per candidate looked at, slower build, more
+/// memory. On 100k clustered vectors (see `keel bench`), 16 reached
+/// recall@10 0.96 about 5% sooner than 12 (which needs `ef_search` 32 for
+/// it); 10 was slower for the same recall, 24 no faster and slower to build.
+pub const MAX_NB_CONNECTION: usize = 16;
+/// Candidates considered per insert. 200 gave no better recall for the
+/// same search time than 100 on the bench data, at twice the build time.
 pub const EF_CONSTRUCTION: usize = 100;
-/// Candidates considered per search: the recall/latency knob. 48 gave
-/// recall@10 of 0.99 on 100k clustered vectors. Recall re-ranks this many
-/// nearest notes with decay and filters.
-pub const EF_SEARCH: usize = 48;
+/// Candidates considered per search: the recall/latency knob. On 100k
+/// clustered vectors (see `keel bench`) 16 gave recall@10 0.94, 20 gave
+/// 0.96 and 24 gave 0.98, each step costing about 10% more time. Recall
+/// re-ranks this many nearest notes with decay and filters.
+pub const EF_SEARCH: usize = 20;
 /// hnsw_rs exits the process (!) above 256 links; refuse that first.
 const MAX_LINKS_LIMIT: usize = 256;
 /// hnsw_rs's cap on graph layers.
 const MAX_LAYERS: usize = 16;
+/// Bytes after the coordinates of a [`quantize`]d vector: the step, an f32.
+const STEP_BYTES: usize = 4;
+/// Largest quantized coordinate; the vector's largest magnitude maps to it.
+const QUANT_MAX: f32 = 127.0;
 
 /// Scales `v` to length [`INDEX_NORM`]; a zero vector stays zero.
 pub fn to_index_vector(v: &[f32]) -> Box<[f32]> {
@@ -50,6 +66,95 @@ pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 fn from_distance(d: f32) -> f32 {
     ((1.0 - d) / (INDEX_NORM * INDEX_NORM)).clamp(-1.0, 1.0)
+}
+
+/// The graph's copy of an index vector: each coordinate as a multiple of
+/// one step, the vector's largest magnitude over 127, rounded to an `i8`;
+/// then the step itself, as the 4 bytes of an f32. A step per vector keeps
+/// sparse vectors (a few large coordinates) as exact as dense ones. The
+/// rounding moves a dot product of unit vectors by about 0.001.
+pub fn quantize(v: &[f32]) -> Vec<i8> {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let step = if max > 0.0 { max / QUANT_MAX } else { 0.0 };
+    let mut out: Vec<i8> = Vec::with_capacity(v.len() + STEP_BYTES);
+    out.extend(v.iter().map(|x| if step > 0.0 { (x / step).round().clamp(-QUANT_MAX, QUANT_MAX) as i8 } else { 0 }));
+    out.extend(step.to_le_bytes().map(|b| b as i8));
+    out
+}
+
+/// Splits a [`quantize`]d vector into coordinates and step.
+#[inline]
+fn dequantize_parts(q: &[i8]) -> (&[i8], f32) {
+    let (coords, step) = q.split_at(q.len() - STEP_BYTES);
+    (coords, f32::from_le_bytes([step[0] as u8, step[1] as u8, step[2] as u8, step[3] as u8]))
+}
+
+/// The graph's distance between two [`quantize`]d index vectors: what
+/// `DistDot` gives for the originals, `max(1 - dot, 0)`, within about 0.001.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantizedDot;
+
+impl Distance<i8> for QuantizedDot {
+    #[inline]
+    fn eval(&self, a: &[i8], b: &[i8]) -> f32 {
+        let ((a, step_a), (b, step_b)) = (dequantize_parts(a), dequantize_parts(b));
+        (1.0 - dot_i8(a, b) as f32 * step_a * step_b).max(0.0)
+    }
+}
+
+#[inline]
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return simd::dot_i8(a, b);
+    }
+    dot_i8_lanes(a, b)
+}
+
+/// Lanes of [`dot_i8_lanes`]: independent sums the compiler keeps in vector
+/// registers (SSE2 everywhere, AVX2 through [`simd`]).
+const LANES: usize = 32;
+
+// The kernel indexes fixed-size arrays in `while` loops: optimised, that
+// vectorises like iterators do; unoptimised (debug builds, where tests
+// build graphs of thousands of vectors), it runs several times faster.
+
+#[inline(always)]
+fn dot_i8_lanes(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0i32; LANES];
+    let (xs, ys) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: i32 = xs.remainder().iter().zip(ys.remainder()).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+    for (x, y) in xs.zip(ys) {
+        let (x, y): (&[i8; LANES], &[i8; LANES]) = (x.try_into().expect("chunk"), y.try_into().expect("chunk"));
+        let mut i = 0;
+        while i < LANES {
+            // An i8 times an i8 fits an i16, which lets the compiler use a
+            // multiply-add of 16-bit lanes.
+            acc[i] += (x[i] as i16 * y[i] as i16) as i32;
+            i += 1;
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// The quantized dot product compiled for AVX2, which x86_64 does not
+/// promise: about twice as fast as SSE2.
+#[cfg(target_arch = "x86_64")]
+#[expect(unsafe_code, reason = "calls AVX2 code only after checking that the CPU has AVX2")]
+mod simd {
+    #[target_feature(enable = "avx2")]
+    fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+        super::dot_i8_lanes(a, b)
+    }
+
+    /// Callers check `is_x86_feature_detected!("avx2")` first.
+    #[inline]
+    pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+        debug_assert!(std::arch::is_x86_feature_detected!("avx2"));
+        // SAFETY: the caller checked that this CPU has AVX2.
+        unsafe { dot_i8_avx2(a, b) }
+    }
 }
 
 /// The graph's settings; the defaults are the named consts above.
@@ -100,14 +205,15 @@ impl PartialOrd for Neighbor {
     }
 }
 
-/// An hnsw graph over index vectors, for cosine similarity.
+/// An hnsw graph over index vectors, for cosine similarity, on
+/// [`quantize`]d copies of them.
 ///
 /// Inserts and searches take `&self` and may run at the same time (hnsw_rs
 /// locks per node); a search may or may not see a point still being
 /// inserted. Points cannot be removed: callers skip ids they no longer want
 /// and rebuild when too many are dead.
 pub struct AnnIndex {
-    hnsw: Hnsw<'static, f32, DistDot>,
+    hnsw: Hnsw<'static, i8, QuantizedDot>,
 }
 
 impl std::fmt::Debug for AnnIndex {
@@ -120,25 +226,29 @@ impl AnnIndex {
     /// An empty graph sized for about `capacity` points.
     pub fn new(params: &HnswParams, capacity: usize) -> Result<AnnIndex, SemanticError> {
         params.validate()?;
-        let hnsw = Hnsw::new(params.max_nb_connection, capacity.max(1), MAX_LAYERS, params.ef_construction, DistDot);
+        let hnsw =
+            Hnsw::new(params.max_nb_connection, capacity.max(1), MAX_LAYERS, params.ef_construction, QuantizedDot);
         Ok(AnnIndex { hnsw })
     }
 
     /// Adds one index vector under `id`.
     pub fn insert(&self, vector: &[f32], id: usize) {
-        self.hnsw.insert_slice((vector, id));
+        self.hnsw.insert_slice((&quantize(vector), id));
     }
 
     /// Adds many index vectors using every core (rayon).
     pub fn insert_parallel(&self, items: &[(&[f32], usize)]) {
-        self.hnsw.parallel_insert_slice(&items.to_vec());
+        let quantized: Vec<(Vec<i8>, usize)> = items.iter().map(|(v, id)| (quantize(v), *id)).collect();
+        let slices: Vec<(&[i8], usize)> = quantized.iter().map(|(q, id)| (q.as_slice(), *id)).collect();
+        self.hnsw.parallel_insert_slice(&slices);
     }
 
     /// The `n` nearest points to `query`, best first, looking at `ef`
-    /// candidates (at least `n`).
+    /// candidates (at least `n`). Similarities are the graph's, within
+    /// about 0.01 of the exact ones: see [`rerank`].
     pub fn search(&self, query: &[f32], n: usize, ef: usize) -> Vec<Neighbor> {
         self.hnsw
-            .search(query, n, ef.max(n))
+            .search(&quantize(query), n, ef.max(n))
             .into_iter()
             .map(|nb| Neighbor { id: nb.d_id, similarity: from_distance(nb.distance) })
             .collect()
@@ -151,6 +261,21 @@ impl AnnIndex {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The `k` best of `candidates` by exact similarity to `query`, best
+/// first; `vector_of` gives the index vector of an id.
+pub fn rerank<'v>(
+    query: &[f32],
+    candidates: &[Neighbor],
+    k: usize,
+    vector_of: impl Fn(usize) -> &'v [f32],
+) -> Vec<Neighbor> {
+    let mut top = TopK::new(k);
+    for nb in candidates {
+        top.push(Neighbor { id: nb.id, similarity: similarity(query, vector_of(nb.id)) });
+    }
+    top.into_sorted_vec()
 }
 
 /// The `k` index vectors most similar to `query` by brute force, best
@@ -259,6 +384,39 @@ mod tests {
     }
 
     #[test]
+    fn the_graph_distance_is_close_to_the_cosine_for_dense_and_sparse_vectors() {
+        let mut rng = SplitMix64(2);
+        let center = rng.unit_vector(DIM);
+        let mut sparse = vec![0f32; DIM];
+        (sparse[3], sparse[100], sparse[200]) = (0.9, -0.3, 0.01);
+        let vectors: Vec<Box<[f32]>> = (0..20)
+            .map(|_| rng.unit_vector_near(&center, 1.0))
+            .chain([sparse.clone(), sparse.iter().map(|x| x * 0.5 + 0.01).collect()])
+            .map(|v| to_index_vector(&v))
+            .collect();
+        for a in &vectors {
+            for b in &vectors {
+                let exact = similarity(a, b);
+                let graph = from_distance(QuantizedDot.eval(&quantize(a), &quantize(b)));
+                assert!((graph - exact).abs() < 0.01, "{graph} vs {exact}");
+                let (qa, qb) = (quantize(a), quantize(b));
+                let (ca, cb) = (dequantize_parts(&qa).0, dequantize_parts(&qb).0);
+                assert_eq!(dot_i8(ca, cb), dot_i8_lanes(ca, cb));
+            }
+        }
+        // Lengths that are not a multiple of the lanes, on every code path.
+        let (x, y): (Vec<i8>, Vec<i8>) =
+            (0..100).map(|i| ((i * 7 % 255 - 127) as i8, (i * 5 % 255 - 127) as i8)).unzip();
+        for len in [0, 1, 31, 33, 100] {
+            let naive: i32 = x[..len].iter().zip(&y[..len]).map(|(p, q)| i32::from(*p) * i32::from(*q)).sum();
+            assert_eq!((dot_i8(&x[..len], &y[..len]), dot_i8_lanes(&x[..len], &y[..len])), (naive, naive));
+        }
+        let zero = quantize(&[0.0; DIM]);
+        assert_eq!(QuantizedDot.eval(&zero, &quantize(&vectors[0])), 1.0);
+        assert!(quantize(&vectors[0])[..DIM].iter().any(|x| x.abs() == 127));
+    }
+
+    #[test]
     fn top_k_keeps_the_best_in_order() {
         let mut top = TopK::new(3);
         for (id, s) in [0.1, 0.9, 0.5, 0.7, 0.2, 0.9].into_iter().enumerate() {
@@ -294,8 +452,11 @@ mod tests {
         for _ in 0..queries {
             let q = note(&mut rng);
             let exact: Vec<usize> = exact_top_k(&flat, DIM, &q, k).iter().map(|nb| nb.id).collect();
-            let approx = index.search(&q, k, EF_SEARCH);
+            let candidates = index.search(&q, EF_SEARCH, EF_SEARCH);
+            assert!(candidates.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+            let approx = rerank(&q, &candidates, k, |id| &flat[id * DIM..(id + 1) * DIM]);
             assert!(approx.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+            assert_eq!(approx[0].similarity, similarity(&q, &flat[approx[0].id * DIM..(approx[0].id + 1) * DIM]));
             found += approx.iter().filter(|nb| exact.contains(&nb.id)).count();
         }
         let recall = found as f64 / (queries * k) as f64;
