@@ -55,11 +55,10 @@ mod state;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tracing::Instrument;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap};
 
 pub use crate::kernel::outbox::Proposal as ProposedAction;
 pub use crate::kernel::registry::KindSpec as ActionKindSpec;
@@ -68,7 +67,7 @@ pub use error::ConnectorError;
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::actions::Action;
 use crate::runtime::call::one_line;
-use crate::runtime::engine::EpochTicker;
+use crate::runtime::engine::{EpochTicker, yield_every_tick_until};
 use crate::runtime::limits::{Limits, MemoryLimitExceeded};
 use bindings::{ActionKind, ConnectorPre};
 use egress::EgressPolicy;
@@ -258,13 +257,7 @@ impl ConnectorHost {
             );
             let mut store = Store::new(&self.engine, state);
             store.limiter(|s| &mut s.limiter);
-            // Yield every tick so a busy guest never starves other calls;
-            // stop it once its time is up.
-            let deadline = Instant::now() + self.limits.call_timeout;
-            store.epoch_deadline_callback(move |_| {
-                if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
-            });
-            store.set_epoch_deadline(1);
+            yield_every_tick_until(&mut store, self.limits.call_timeout);
             let result: wasmtime::Result<Answer> = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 let api = instance.keel_plugin_connector_api();

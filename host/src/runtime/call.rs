@@ -3,9 +3,8 @@
 //! and never reused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 
 use super::limits::MemoryLimitExceeded;
 use tracing::Instrument;
@@ -100,13 +99,7 @@ impl Runtime {
             HostState::new(plugin.caller.clone(), gate.clone(), self.plane.clone(), self.limits.memory_bytes, &task);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Yield to the executor every tick so a busy guest never starves
-        // other calls on its worker; stop it once its time is up.
-        let deadline = Instant::now() + self.limits.call_timeout;
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
-        });
-        store.set_epoch_deadline(1);
+        super::engine::yield_every_tick_until(&mut store, self.limits.call_timeout);
 
         let run = async {
             let agent = plugin.pre.instantiate_async(&mut store).await?;

@@ -17,6 +17,21 @@ const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MAX_CORE_INSTANCE_BYTES: usize = 4 << 20;
 
 /// Builds the engine: pooling allocator, async, epoch interruption.
+/// Makes a guest in `store` yield to the executor every epoch tick, so a
+/// busy guest never starves other calls on its worker, and stops it with
+/// `Trap::Interrupt` once `timeout` has passed.
+pub fn yield_every_tick_until<T>(store: &mut wasmtime::Store<T>, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    store.epoch_deadline_callback(move |_| {
+        if std::time::Instant::now() >= deadline {
+            Err(wasmtime::Trap::Interrupt.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+}
+
 pub fn build_engine(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(MAX_CONCURRENT_INSTANCES)

@@ -22,6 +22,7 @@ use crate::kernel::switch;
 use crate::memory::StoreError;
 use crate::memory::audit::AuditEntry;
 use crate::memory::committer::{Batch, CustomMutation, Mutation};
+use crate::memory::plugins::PluginRecord;
 use crate::plugin::World;
 
 /// Most intents one pass executes.
@@ -42,7 +43,7 @@ impl Runtime {
     /// `ready` intent, unless the kill switch is on.
     pub async fn execute_ready(&self) -> Result<Vec<Execution>, StoreError> {
         if !self.recovered.swap(true, Ordering::SeqCst) {
-            self.recover_interrupted()?;
+            self.recover_interrupted().await?;
         }
         let mut done = Vec::new();
         for intent in self.store().intents_in(IntentState::Ready, MAX_PER_PASS)? {
@@ -54,7 +55,7 @@ impl Runtime {
     }
 
     /// Intents left `sending` by an earlier process.
-    fn recover_interrupted(&self) -> Result<(), StoreError> {
+    async fn recover_interrupted(&self) -> Result<(), StoreError> {
         let registry = self.kernel().registry();
         for intent in self.store().intents_in(IntentState::Sending, MAX_PER_PASS)? {
             let idempotent = registry.get(&intent.proposal.kind).is_some_and(|k| k.served.spec.idempotent);
@@ -71,7 +72,7 @@ impl Runtime {
             let mut entry = AuditEntry::allowed("host", "actions.recover", target(&intent));
             entry.reason = Some(format!("attempt {} {why}", intent.attempts));
             let mutation = Mutation::Custom(CustomMutation { label: "outbox.recover", apply });
-            self.store().commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] })?;
+            self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
             tracing::warn!(key = %intent.key, state = to.as_str(), "settled an interrupted action");
         }
         Ok(())
@@ -80,12 +81,12 @@ impl Runtime {
     /// One attempt of `intent`; `None` if it did not start (kill switch,
     /// or another pass took it).
     async fn execute(&self, intent: Intent) -> Result<Option<Execution>, StoreError> {
-        if !self.start_attempt(&intent.key)? {
+        if !self.start_attempt(&intent.key).await? {
             return Ok(None);
         }
         let attempt = intent.attempts + 1;
-        let result = match self.connector_component(&intent.connector) {
-            Ok(component) => self.perform(&intent, &component).await,
+        let result = match self.connector(&intent.connector) {
+            Ok((record, component)) => self.perform(&intent, &record, &component).await,
             Err(why) => Err(Outcome::Failed(why)),
         };
         let registry = self.kernel().registry();
@@ -128,7 +129,7 @@ impl Runtime {
 
     /// Commits `ready` -> `sending` unless the kill switch is on (read in
     /// the same transaction). Returns whether the attempt may start.
-    fn start_attempt(&self, key: &str) -> Result<bool, StoreError> {
+    async fn start_attempt(&self, key: &str) -> Result<bool, StoreError> {
         let started = Arc::new(AtomicBool::new(false));
         let (flag, key) = (started.clone(), key.to_owned());
         let apply = Arc::new(move |txn: &WriteTransaction| {
@@ -141,11 +142,12 @@ impl Runtime {
             Ok(())
         });
         let mutation = Mutation::Custom(CustomMutation { label: "outbox.start", apply });
-        self.store().commit_blocking(Batch { mutations: vec![mutation], audit: vec![] })?;
+        self.store().commit(Batch { mutations: vec![mutation], audit: vec![] }).await?;
         Ok(started.load(Ordering::SeqCst))
     }
 
-    fn connector_component(&self, name: &str) -> Result<Component, String> {
+    /// The installed connector `name` and its compiled component.
+    fn connector(&self, name: &str) -> Result<(PluginRecord, Component), String> {
         let record = self.store().plugin_get(name).map_err(|e| e.to_string())?.ok_or_else(|| {
             format!("connector `{name}` is not installed any more: reinstall it, then approve a new proposal")
         })?;
@@ -157,15 +159,11 @@ impl Runtime {
             .plugin_blob(&record.sha256)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the component bytes of connector `{name}` are missing: reinstall it"))?;
-        self.compile(&bytes, &record.sha256, name, &()).map_err(|e| format!("{e:#}"))
+        let component = self.compile(&bytes, &record.sha256, name, &()).map_err(|e| format!("{e:#}"))?;
+        Ok((record, component))
     }
 
-    async fn perform(&self, intent: &Intent, component: &Component) -> Result<String, Outcome> {
-        let record = self
-            .store()
-            .plugin_get(&intent.connector)
-            .map_err(|e| Outcome::Retry(e.to_string()))?
-            .ok_or_else(|| Outcome::Failed(format!("connector `{}` is not installed", intent.connector)))?;
+    async fn perform(&self, intent: &Intent, record: &PluginRecord, component: &Component) -> Result<String, Outcome> {
         let secrets = self.kernel().read_secrets(&record.grants.secrets).map_err(|e| Outcome::Failed(e.to_string()))?;
         let settings = self.kernel().connector_settings(&intent.connector);
         let call = ConnectorCall {
