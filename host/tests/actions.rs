@@ -34,35 +34,13 @@ async fn host() -> Host {
     let (dir, path) = common::workspace();
     let key_file = dir.path().join("stripe_key");
     std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
-    let config = format!(
-        r#"
-[limits]
-call_timeout_ms = 10000
-
-[policy.approval]
-above_by_kind = {{ "payments.charge" = 500 }}
-
-[connectors.mail]
-server = "127.0.0.1:{smtp_port}"
-from = "ops@acme.test"
-
-[connectors.payments]
-base_url = "{base_url}"
-
-[secrets.stripe_key]
-file = "{key_file}"
-"#,
-        smtp_port = smtp.port,
-        base_url = payments.base_url(),
-        key_file = key_file.display(),
-    );
+    let policy =
+        "[limits]\ncall_timeout_ms = 10000\n\n[policy.approval]\nabove_by_kind = { \"payments.charge\" = 500 }\n";
+    let config = format!("{policy}\n{}", peers::connector_config(&smtp, &payments, &key_file));
     std::fs::write(path.join("keel.toml"), config).unwrap();
     let ws = Workspace::open(&path).unwrap();
     let rt = ws.runtime().unwrap();
-    let api = payments.base_url().trim_start_matches("http://").trim_end_matches('/').to_owned();
-    common::install_connector(&ws, &rt, common::guests::MAIL, &[format!("127.0.0.1:{}", smtp.port)]);
-    common::install_connector(&ws, &rt, common::guests::PAYMENTS, &[api]);
-    common::install(&ws, &rt, common::guests::PROPOSER);
+    peers::install_mail_payments_and_proposer(&ws, &rt, &smtp, &payments);
     Host { _dir: dir, ws, rt, smtp, payments }
 }
 

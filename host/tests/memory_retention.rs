@@ -35,17 +35,11 @@ interval_seconds = 1
 "#;
 
 fn host() -> (tempfile::TempDir, Workspace, Runtime) {
-    let (dir, path) = common::workspace();
-    std::fs::write(path.join("keel.toml"), CONFIG).unwrap();
-    let ws = Workspace::open(&path).unwrap();
-    let runtime = ws.runtime().unwrap();
-    common::install(&ws, &runtime, common::guests::MEMORY_PLANE);
-    (dir, ws, runtime)
+    common::host_with(CONFIG, common::guests::MEMORY_PLANE)
 }
 
 async fn run(runtime: &Runtime, ops: Value) -> Vec<Value> {
-    let out = runtime.call("memory-plane", json!({ "ops": ops }).to_string()).await.expect("the script runs");
-    serde_json::from_str(&out.output).unwrap()
+    common::memory_plane_script(runtime, ops).await
 }
 
 #[tokio::test]

@@ -60,21 +60,13 @@ fn sigkill_never_doubles_an_effect() {
     let (dir, path) = common::workspace();
     let key_file = dir.path().join("stripe_key");
     std::fs::write(&key_file, API_KEY).unwrap();
-    let config = format!(
-        "[limits]\ncall_timeout_ms = 10000\n\n[connectors.mail]\nserver = \"127.0.0.1:{}\"\nfrom = \"ops@acme.test\"\n\n\
-         [connectors.payments]\nbase_url = \"{}\"\n\n[secrets.stripe_key]\nfile = \"{}\"\n",
-        smtp.port,
-        payments.base_url(),
-        key_file.display()
-    );
+    let config =
+        format!("[limits]\ncall_timeout_ms = 10000\n\n{}", peers::connector_config(&smtp, &payments, &key_file));
     std::fs::write(path.join("keel.toml"), config).unwrap();
     {
         let ws = Workspace::open(&path).unwrap();
         let rt = ws.runtime().unwrap();
-        let api = payments.base_url().trim_start_matches("http://").trim_end_matches('/').to_owned();
-        common::install_connector(&ws, &rt, common::guests::MAIL, &[format!("127.0.0.1:{}", smtp.port)]);
-        common::install_connector(&ws, &rt, common::guests::PAYMENTS, &[api]);
-        common::install(&ws, &rt, common::guests::PROPOSER);
+        peers::install_mail_payments_and_proposer(&ws, &rt, &smtp, &payments);
     }
 
     for round in 0..ROUNDS {

@@ -25,6 +25,24 @@ pub fn workspace() -> (tempfile::TempDir, PathBuf) {
     (dir, ws)
 }
 
+/// A workspace with `config` as its keel.toml, a runtime for it, and the
+/// plugin at `plugin` installed.
+pub fn host_with(config: &str, plugin: &str) -> (tempfile::TempDir, Workspace, Runtime) {
+    let (dir, path) = workspace();
+    std::fs::write(path.join("keel.toml"), config).unwrap();
+    let ws = Workspace::open(&path).unwrap();
+    let runtime = ws.runtime().unwrap();
+    install(&ws, &runtime, plugin);
+    (dir, ws, runtime)
+}
+
+/// Runs a script of `memory-plane` ops (see its README); one result per op.
+pub async fn memory_plane_script(runtime: &Runtime, ops: serde_json::Value) -> Vec<serde_json::Value> {
+    let input = serde_json::json!({ "ops": ops }).to_string();
+    let out = runtime.call("memory-plane", input).await.expect("the script runs");
+    serde_json::from_str(&out.output).unwrap()
+}
+
 /// Installs the plugin file at `path`, granting what it asks for.
 pub fn install(ws: &Workspace, runtime: &Runtime, path: &str) -> String {
     let bytes = std::fs::read(path).unwrap();

@@ -77,3 +77,33 @@ pub fn wait_for_port(addr: SocketAddr, what: &str, process: &mut PeerProcess) {
     }
     panic!("{what} did not listen on {addr} within 20 s");
 }
+
+/// The `keel.toml` sections that point the `mail` and `payments`
+/// connectors at these peers, the payments key read from `key_file`.
+pub fn connector_config(
+    smtp: &smtp::SmtpPeer,
+    payments: &payments::PaymentsPeer,
+    key_file: &std::path::Path,
+) -> String {
+    format!(
+        "[connectors.mail]\nserver = \"127.0.0.1:{}\"\nfrom = \"ops@acme.test\"\n\n\
+         [connectors.payments]\nbase_url = \"{}\"\n\n[secrets.stripe_key]\nfile = \"{}\"\n",
+        smtp.port,
+        payments.base_url(),
+        key_file.display()
+    )
+}
+
+/// Installs `mail` and `payments`, each granted exactly its peer's
+/// loopback address, and the `proposer` agent.
+pub fn install_mail_payments_and_proposer(
+    ws: &keel_host::workspace::Workspace,
+    rt: &keel_host::runtime::Runtime,
+    smtp: &smtp::SmtpPeer,
+    payments: &payments::PaymentsPeer,
+) {
+    let api = payments.base_url().trim_start_matches("http://").trim_end_matches('/').to_owned();
+    crate::common::install_connector(ws, rt, crate::common::guests::MAIL, &[format!("127.0.0.1:{}", smtp.port)]);
+    crate::common::install_connector(ws, rt, crate::common::guests::PAYMENTS, &[api]);
+    crate::common::install(ws, rt, crate::common::guests::PROPOSER);
+}
