@@ -89,7 +89,7 @@ pub fn approvals(ws: &Workspace, cmd: ApprovalsCommand) -> anyhow::Result<()> {
 }
 
 fn print_approval(a: &Approval, intent: Option<&Intent>) {
-    let status = serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let status = a.status.as_str();
     println!("#{}  {}  {}  from {}  [{status}]", a.id, a.kind, a.intent_key, a.plugin);
     if let Some(i) = intent {
         if let (Some(amount), Some(currency)) = (i.proposal.amount, &i.proposal.currency) {

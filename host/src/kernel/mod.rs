@@ -211,8 +211,7 @@ impl Kernel {
     fn pending(&self, id: u64) -> Result<(Approval, Intent), KernelError> {
         let approval = self.store.approval(id)?.ok_or(KernelError::NoSuchApproval(id))?;
         if approval.status != ApprovalStatus::Pending {
-            let status = serde_json::to_value(approval.status).ok().and_then(|v| v.as_str().map(str::to_owned));
-            return Err(KernelError::AlreadyDecided { id, status: status.unwrap_or_default() });
+            return Err(KernelError::AlreadyDecided { id, status: approval.status.as_str().to_owned() });
         }
         let intent = self.store.intent(&approval.intent_key)?.ok_or_else(|| StoreError::Corrupt {
             what: format!("approval #{id}"),
