@@ -3,7 +3,12 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "keel:plugin/agent@0.1.0",
-    imports: { default: trappable },
+    imports: {
+        // Model calls wait on the network: they must not block a tokio worker.
+        "keel:plugin/model.complete": async | trappable,
+        "keel:plugin/model.embed": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
 });
 

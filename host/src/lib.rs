@@ -19,6 +19,7 @@ pub mod cli;
 pub mod connectors;
 pub mod kernel;
 pub mod memory;
+pub mod model;
 pub mod plugin;
 pub mod runtime;
 pub mod workspace;

@@ -24,6 +24,7 @@ fn host() -> (tempfile::TempDir, Workspace, Runtime) {
         MEMORY_READS,
         MEMORY_PLANE,
         PROPOSER,
+        MODEL_CALLER,
     ] {
         common::install(&ws, &runtime, plugin);
     }
@@ -180,6 +181,19 @@ async fn memory_plane() {
     let script = serde_json::json!({"ops": [{"op": "put-record", "collection": "leads", "id": "a", "data": {"n": 1}}]});
     let out = runtime.call("memory-plane", script.to_string()).await.unwrap();
     assert_eq!(out.output, "[1]");
+}
+
+/// The model tests are in model_capability.rs; this one checks that with
+/// no provider configured the offline one answers, honestly named and free.
+#[tokio::test]
+async fn model_caller() {
+    let (_dir, _ws, runtime) = host();
+    let script = serde_json::json!({"calls": [{"complete": {"tier": "small", "user": "Hello from Ada"}}]});
+    let out = runtime.call("model-caller", script.to_string()).await.unwrap();
+    let results: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+    assert_eq!(results[0]["model"], "offline/keel-rules-v1", "{results}");
+    assert_eq!(results[0]["cost_micros"], 0, "{results}");
+    assert!(!results[0]["text"].as_str().unwrap().is_empty(), "{results}");
 }
 
 /// The kernel tests are in kernel.rs; this one checks that with no

@@ -96,10 +96,10 @@ impl memory::Host for BareState {
 }
 
 impl model::Host for BareState {
-    fn complete(&mut self, _: model::CompletionRequest) -> R<model::Completion> {
+    async fn complete(&mut self, _: model::CompletionRequest) -> R<model::Completion> {
         Ok(Err(GuestError::Unavailable(String::new())))
     }
-    fn embed(&mut self, _: Vec<String>) -> R<Vec<Vec<f32>>> {
+    async fn embed(&mut self, _: Vec<String>) -> R<Vec<Vec<f32>>> {
         Ok(Err(GuestError::Unavailable(String::new())))
     }
 }

@@ -7,6 +7,7 @@ mod call;
 pub mod exit;
 mod kernel;
 mod memory;
+mod models;
 mod plugins;
 mod progress;
 
@@ -95,6 +96,18 @@ pub enum Command {
     },
     /// Every proposed action and what became of it.
     Outbox(kernel::OutboxArgs),
+    /// Which models serve each tier, their prices, budgets and the cache.
+    Models {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What model calls cost: per day, plugin, model and run, and per
+    /// useful (executed) action.
+    Costs(models::CostsArgs),
+    /// The model output cache.
+    #[command(subcommand)]
+    Cache(models::CacheCommand),
 }
 
 /// Entry point of the `keel` binary.
@@ -160,6 +173,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume => kernel::resume(&open()?).await?,
         Command::Status { json } => kernel::status(&open()?, json)?,
         Command::Outbox(args) => kernel::outbox(&open()?, args).await?,
+        Command::Models { json } => models::models(&open()?, json)?,
+        Command::Costs(args) => models::costs(&open()?, args)?,
+        Command::Cache(cmd) => models::cache(&open()?, cmd).await?,
     }
     Ok(exit::OK)
 }

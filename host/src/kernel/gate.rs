@@ -96,8 +96,9 @@ impl Request<'_> {
 #[derive(Debug, Clone)]
 pub struct Gate {
     kernel: Arc<Kernel>,
-    /// Set when this call's gate queued a denial to the audit log.
-    denied: Arc<AtomicBool>,
+    /// Set when this call's gate queued a record (a denial, a model call's
+    /// cost) that must be durable before the call returns.
+    pending: Arc<AtomicBool>,
 }
 
 /// What the gate made of an allowed or parked proposal: the writes that
@@ -118,7 +119,7 @@ pub enum Disposition {
 
 impl Gate {
     pub fn new(kernel: Arc<Kernel>) -> Gate {
-        Gate { kernel, denied: Arc::default() }
+        Gate { kernel, pending: Arc::default() }
     }
 
     /// A gate for one call, sharing the kernel but tracking its own denials.
@@ -130,10 +131,10 @@ impl Gate {
         &self.kernel
     }
 
-    /// Waits until every denial this gate audited is durable, so a call
-    /// never returns before the record of what it was refused.
+    /// Waits until everything this gate recorded is durable, so a call
+    /// never returns before the record of what it was refused or spent.
     pub async fn flush(&self) -> Result<(), crate::memory::StoreError> {
-        if self.denied.swap(false, Ordering::SeqCst) {
+        if self.pending.swap(false, Ordering::SeqCst) {
             // Batches commit in order: this empty one lands after the denials.
             self.store().commit(Batch::default()).await?;
         }
@@ -219,8 +220,17 @@ impl Gate {
     /// Queues `entry` at once, whatever becomes of the call; the call does
     /// not return before it is durable (see [`Gate::flush`]).
     fn audit_now(&self, entry: AuditEntry) {
-        self.store().enqueue(Batch::audit_only(entry));
-        self.denied.store(true, Ordering::SeqCst);
+        self.record_now(Batch::audit_only(entry));
+    }
+
+    /// Queues `batch` at once, whatever becomes of the call (money spent on
+    /// a model stays spent if the call then traps); the call does not
+    /// return before it is durable.
+    pub fn record_now(&self, batch: Batch) {
+        if !batch.is_empty() {
+            self.store().enqueue(batch);
+            self.pending.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Decides a proposal that passed [`Gate::check`]: rejected (the error

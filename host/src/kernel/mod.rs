@@ -27,6 +27,7 @@ pub use grants::CapabilitySet;
 use crate::memory::audit::AuditEntry;
 use crate::memory::committer::{Batch, CustomMutation, Mutation};
 use crate::memory::{Store, StoreError, now_ms};
+use crate::model::ModelService;
 use approvals::{Approval, ApprovalNumbers, ApprovalStatus};
 use ledger::Ledger;
 use outbox::{Intent, IntentState};
@@ -68,6 +69,8 @@ pub struct Kernel {
     connector_settings: BTreeMap<String, BTreeMap<String, String>>,
     /// `[secrets.NAME]`: where each value is read from.
     secret_sources: BTreeMap<String, SecretSource>,
+    /// Model providers, routing, model budgets and the output cache.
+    models: Arc<ModelService>,
 }
 
 impl Kernel {
@@ -75,10 +78,11 @@ impl Kernel {
         Ok(Kernel {
             registry: RwLock::new(Arc::new(Registry::load(&store)?)),
             approval_numbers: ApprovalNumbers::load(&store)?,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: RwLock::new(Arc::new(policy.clone())),
             ledger: Ledger::default(),
             connector_settings: BTreeMap::new(),
             secret_sources: BTreeMap::new(),
+            models: Arc::new(ModelService::offline(&policy.currency)),
             store,
         })
     }
@@ -92,6 +96,16 @@ impl Kernel {
         self.connector_settings = settings;
         self.secret_sources = secrets;
         self
+    }
+
+    /// Serves model calls with `models` instead of the offline provider alone.
+    pub fn with_models(mut self, models: ModelService) -> Kernel {
+        self.models = Arc::new(models);
+        self
+    }
+
+    pub fn models(&self) -> &Arc<ModelService> {
+        &self.models
     }
 
     /// The settings of connector `name` (empty if none).

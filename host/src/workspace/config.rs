@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::kernel::policy::PolicyConfig;
 use crate::kernel::secrets::SecretSource;
 use crate::memory::plane::MemoryConfig;
+use crate::model::ModelConfig;
 use crate::runtime::Limits;
 use crate::runtime::limits::{DEFAULT_CALL_TIMEOUT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_OUTPUT_LIMIT_BYTES};
 
@@ -29,6 +30,9 @@ pub struct WorkspaceConfig {
     /// What proposed actions may do without asking the operator.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Model providers, tiers, prices, budgets and the output cache.
+    #[serde(default)]
+    pub model: ModelConfig,
     /// Settings per connector, served to it by `config.get`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connectors: BTreeMap<String, BTreeMap<String, String>>,
@@ -91,6 +95,22 @@ output_kib = 1024
 # [policy.budget]
 # daily = 100000
 
+# Models (docs/models.md). Without this, the built-in offline provider
+# (rule-based, free, no network) serves every tier.
+# [model.providers.openai]
+# kind = "openai"
+# base_url = "https://api.openai.com/v1"
+# api_key = "openai_key"
+# [model.tiers]
+# small = ["openai/gpt-4o-mini", "offline"]
+# [model.prices."openai/gpt-4o-mini"]
+# input_per_million = 0.15
+# output_per_million = 0.60
+# [model.budget]
+# plugin_daily = 1.00
+# [secrets.openai_key]
+# env = "OPENAI_API_KEY"
+
 # Settings and secrets of connectors (docs/configuration.md).
 # [connectors.mail]
 # server = "smtp.example.com:587"
@@ -114,7 +134,9 @@ impl WorkspaceConfig {
         check_range("limits.memory_mib", l.memory_mib, 1, MAX_MEMORY_MIB)?;
         check_range("limits.output_kib", l.output_kib, 1, MAX_OUTPUT_KIB)?;
         self.memory.validate()?;
-        self.policy.validate()
+        self.policy.validate()?;
+        let secrets: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+        self.model.validate(&secrets)
     }
 
     pub fn limits(&self) -> Limits {

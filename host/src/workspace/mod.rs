@@ -13,6 +13,7 @@ use crate::memory::audit::AuditEntry;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::PluginRecord;
 use crate::memory::{Store, StoreError, now_ms};
+use crate::model::ModelService;
 use crate::plugin::InstallError;
 use crate::runtime::{Candidate, Runtime};
 
@@ -99,8 +100,10 @@ impl Workspace {
 
     /// The kernel: policy, served action kinds, outbox and approvals.
     pub fn kernel(&self) -> Result<Kernel, WorkspaceError> {
-        let kernel = Kernel::load(self.store.clone(), self.config.policy.clone())?;
-        Ok(kernel.with_connector_config(self.config.connectors.clone(), self.config.secrets.clone()))
+        let c = &self.config;
+        let models = ModelService::new(c.model.clone(), &c.policy.currency, &c.secrets);
+        let kernel = Kernel::load(self.store.clone(), c.policy.clone())?;
+        Ok(kernel.with_connector_config(c.connectors.clone(), c.secrets.clone()).with_models(models))
     }
 
     /// A runtime for this workspace's plugins.

@@ -6,6 +6,7 @@
 
 pub mod caldav;
 pub mod http;
+pub mod openai;
 pub mod payments;
 pub mod smtp;
 
