@@ -7,6 +7,7 @@ wasmtime::component::bindgen!({
         // Model calls wait on the network: they must not block a tokio worker.
         "keel:plugin/model.complete": async | trappable,
         "keel:plugin/model.embed": async | trappable,
+        "keel:plugin/model.embed-background": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -271,6 +271,32 @@ async fn embeddings_keep_their_order_and_are_priced() {
 }
 
 #[tokio::test]
+async fn background_embeddings_of_concurrent_calls_share_one_request() {
+    let peer = OpenAiPeer::with_key(KEY).await;
+    let s = setup(&peer, HOSTED_TIERS, "[model.batch]\nwindow_ms = 300");
+    let runtime = std::sync::Arc::new(s.runtime);
+    let texts: Vec<String> = (0..6).map(|i| format!("note number {i}")).collect();
+    let mut tasks = Vec::new();
+    for text in &texts {
+        let (runtime, text) = (runtime.clone(), text.clone());
+        tasks.push(tokio::spawn(async move { calls(&runtime, json!([{"embed_background": [text]}])).await }));
+    }
+    for (task, text) in tasks.into_iter().zip(&texts) {
+        let r = task.await.unwrap();
+        let first: Vec<f32> = serde_json::from_value(r[0]["first"].clone()).unwrap();
+        assert_eq!(first, embedding_of(text)[..4], "each call gets its own vector: {r:?}");
+    }
+    assert_eq!(peer.request_count(), 1, "six calls, one provider request");
+    let input = peer.bodies()[0]["input"].as_array().unwrap().len();
+    assert_eq!(input, 6);
+    assert_eq!(spent(&s.ws, "model:hosted/e").calls, 6, "each call is counted");
+
+    // Foreground embeddings never wait for others.
+    calls(&runtime, json!([{"embed": ["now"]}, {"embed": ["now too"]}])).await;
+    assert_eq!(peer.request_count(), 3);
+}
+
+#[tokio::test]
 async fn ungranted_tiers_and_bad_requests_are_refused_before_any_request() {
     let peer = OpenAiPeer::with_key(KEY).await;
     let s = setup(&peer, HOSTED_TIERS, "");

@@ -102,6 +102,9 @@ impl model::Host for BareState {
     async fn embed(&mut self, _: Vec<String>) -> R<Vec<Vec<f32>>> {
         Ok(Err(GuestError::Unavailable(String::new())))
     }
+    async fn embed_background(&mut self, _: Vec<String>) -> R<Vec<Vec<f32>>> {
+        Ok(Err(GuestError::Unavailable(String::new())))
+    }
 }
 
 impl actions::Host for BareState {

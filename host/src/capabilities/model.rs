@@ -8,7 +8,7 @@ use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::model::{self, Completion, CompletionRequest, Role, Usage};
 use crate::kernel::{Caller, Gate, Request};
 use crate::model::provider::{self, ChatRequest, Message};
-use crate::model::{CallScope, Completed};
+use crate::model::{CallScope, Completed, Urgency};
 use crate::runtime::HostState;
 
 pub struct ModelView<'a> {
@@ -78,6 +78,14 @@ impl ModelView<'_> {
     fn scope(&self) -> CallScope<'_> {
         CallScope { plugin: &self.caller.plugin, run_id: self.run_id }
     }
+
+    async fn embed_texts(&mut self, texts: Vec<String>, urgency: Urgency) -> Result<Vec<Vec<f32>>, GuestError> {
+        self.gate.check(self.caller, Request::Model { tier: EMBED_TIER })?;
+        let kernel = self.gate.kernel().clone();
+        let metered = kernel.models().embed(kernel.store(), self.scope(), texts, urgency).await;
+        self.gate.record_now(metered.record);
+        metered.result
+    }
 }
 
 impl model::Host for ModelView<'_> {
@@ -99,12 +107,12 @@ impl model::Host for ModelView<'_> {
 
     async fn embed(&mut self, texts: Vec<String>) -> wasmtime::Result<Result<Vec<Vec<f32>>, GuestError>> {
         let _span = tracing::debug_span!("keel.model.embed", plugin = %self.caller.plugin, count = texts.len());
-        if let Err(e) = self.gate.check(self.caller, Request::Model { tier: EMBED_TIER }) {
-            return Ok(Err(e));
-        }
-        let kernel = self.gate.kernel().clone();
-        let metered = kernel.models().embed(kernel.store(), self.scope(), texts).await;
-        self.gate.record_now(metered.record);
-        Ok(metered.result)
+        Ok(self.embed_texts(texts, Urgency::Now).await)
+    }
+
+    async fn embed_background(&mut self, texts: Vec<String>) -> wasmtime::Result<Result<Vec<Vec<f32>>, GuestError>> {
+        let _span =
+            tracing::debug_span!("keel.model.embed_background", plugin = %self.caller.plugin, count = texts.len());
+        Ok(self.embed_texts(texts, Urgency::Background).await)
     }
 }

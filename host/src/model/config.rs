@@ -34,6 +34,33 @@ pub struct ModelConfig {
     pub budget: ModelBudgetConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// `[model.batch]`: background embeddings (`embed-background`) for the same
+/// model arriving within `window_ms` go to the provider as one request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// Most texts in one provider request.
+    #[serde(default = "default_max_texts")]
+    pub max_texts: usize,
+}
+
+fn default_window_ms() -> u64 {
+    10
+}
+fn default_max_texts() -> usize {
+    128
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { window_ms: default_window_ms(), max_texts: default_max_texts() }
+    }
 }
 
 /// `[model.providers.NAME]`.
@@ -221,6 +248,13 @@ impl ModelConfig {
         }
         if c.max_entries == 0 {
             return Err("`model.cache.max_entries` = 0: use enabled = false to turn the cache off".into());
+        }
+        let batch = &self.batch;
+        if batch.window_ms > 1000 {
+            return Err(format!("`model.batch.window_ms` = {} is out of range: use 0 to 1000", batch.window_ms));
+        }
+        if !(1..=2048).contains(&batch.max_texts) {
+            return Err(format!("`model.batch.max_texts` = {} is out of range: use 1 to 2048", batch.max_texts));
         }
         Ok(())
     }

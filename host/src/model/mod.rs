@@ -1,6 +1,7 @@
 //! Language-model calls: providers, routing of tiers to models, cost
 //! metering and budgets, and the output cache. See docs/models.md.
 
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod costs;
@@ -10,7 +11,7 @@ pub mod provider;
 pub mod service;
 
 pub use config::ModelConfig;
-pub use service::{CallScope, Completed, Metered, ModelService};
+pub use service::{CallScope, Completed, Metered, ModelService, Urgency};
 
 use redb::WriteTransaction;
 

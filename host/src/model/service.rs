@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::batch::EmbedBatcher;
 use super::cache::{self, CachedAnswer, RecentAnswers};
 use super::config::ProviderConfig;
 use super::config::{ModelConfig, ModelRef};
@@ -48,6 +49,15 @@ pub struct Completed {
     pub cached: bool,
 }
 
+/// How soon an answer is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Someone (or a step of a run) waits for it: sent at once.
+    Now,
+    /// May wait a few milliseconds to be batched with others.
+    Background,
+}
+
 /// The outcome of a call and what must be recorded whatever it was.
 #[derive(Debug)]
 pub struct Metered<T> {
@@ -71,6 +81,7 @@ pub struct ModelService {
     providers: BTreeMap<String, Result<OpenAiProvider, String>>,
     meter: CostMeter,
     cache: RecentAnswers,
+    batcher: EmbedBatcher,
 }
 
 impl ModelService {
@@ -99,6 +110,7 @@ impl ModelService {
             providers,
             meter: CostMeter::default(),
             cache: RecentAnswers::default(),
+            batcher: EmbedBatcher::default(),
         }
     }
 
@@ -367,8 +379,15 @@ impl ModelService {
         Metered { result: Ok(completed), record: Batch { mutations: vec![settle], audit: vec![entry] } }
     }
 
-    /// Embeds `texts` with the `embed` tier's models.
-    pub async fn embed(&self, store: &Store, scope: CallScope<'_>, texts: Vec<String>) -> Metered<Vec<Vec<f32>>> {
+    /// Embeds `texts` with the `embed` tier's models; background requests
+    /// to hosted models are batched (see [`super::batch`]).
+    pub async fn embed(
+        &self,
+        store: &Store,
+        scope: CallScope<'_>,
+        texts: Vec<String>,
+        urgency: Urgency,
+    ) -> Metered<Vec<Vec<f32>>> {
         let invalid = |why: String| Metered { result: Err(GuestError::InvalidInput(why)), record: Batch::default() };
         if texts.len() > MAX_EMBED_TEXTS {
             return invalid(format!("{} texts in one call; at most {MAX_EMBED_TEXTS}: split them", texts.len()));
@@ -396,7 +415,15 @@ impl ModelService {
         let mut attempts = Vec::new();
         let mut answer = None;
         for model in &chain {
-            match self.embed_with(model, &texts).await {
+            let sent = if urgency == Urgency::Background && !model.is_offline() {
+                let batch = self.config.batch;
+                let window = Duration::from_millis(batch.window_ms);
+                let send = |texts: Vec<String>| async move { self.embed_with(model, &texts).await };
+                self.batcher.embed(model, texts.clone(), window, batch.max_texts, send).await
+            } else {
+                self.embed_with(model, &texts).await
+            };
+            match sent {
                 Ok(response) => {
                     let usage = Usage { input_tokens: response.input_tokens, output_tokens: 0 };
                     attempts.push((model.clone(), self.totals(model, usage)));

@@ -17,6 +17,8 @@ struct Script {
 enum Call {
     Complete(Completion),
     Embed(Vec<String>),
+    #[serde(rename = "embed_background")]
+    EmbedBackground(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -64,8 +66,8 @@ fn complete(c: &Completion) -> Result<Value, Error> {
     }))
 }
 
-fn embed(texts: &[String]) -> Result<Value, Error> {
-    let vectors = model::embed(texts)?;
+fn embed(texts: &[String], background: bool) -> Result<Value, Error> {
+    let vectors = if background { model::embed_background(texts)? } else { model::embed(texts)? };
     let first: Vec<f32> = vectors.first().map(|v| v.iter().take(4).copied().collect()).unwrap_or_default();
     Ok(json!({
         "vectors": vectors.len(),
@@ -82,7 +84,8 @@ fn handle(task: Task) -> Result<Outcome, Error> {
         .map(|call| {
             let result = match call {
                 Call::Complete(c) => complete(c),
-                Call::Embed(texts) => embed(texts),
+                Call::Embed(texts) => embed(texts, false),
+                Call::EmbedBackground(texts) => embed(texts, true),
             };
             result.unwrap_or_else(|e| {
                 let (case, detail) = case(&e);
