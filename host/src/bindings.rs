@@ -11,6 +11,8 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    // Workflow journals record host calls' requests and results as JSON.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 pub use keel::plugin::types::Error as GuestError;

@@ -22,4 +22,5 @@ pub mod memory;
 pub mod model;
 pub mod plugin;
 pub mod runtime;
+pub mod workflow;
 pub mod workspace;

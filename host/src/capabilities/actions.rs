@@ -6,6 +6,7 @@
 
 use wasmtime::component::{HasData, Linker};
 
+use super::journaled;
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::actions::{self, Action, Disposition};
 use crate::kernel::gate::{self, Disposed};
@@ -13,6 +14,7 @@ use crate::kernel::outbox::Proposal;
 use crate::kernel::{Caller, Gate, Request};
 use crate::memory::write_set::WriteSet;
 use crate::runtime::HostState;
+use crate::workflow::journal::SharedJournal;
 
 /// Most proposals one call may make.
 pub const MAX_PROPOSALS_PER_CALL: u32 = 100;
@@ -26,6 +28,7 @@ pub struct ActionsView<'a> {
     pub task_id: &'a str,
     pub run_id: Option<&'a str>,
     pub proposals: &'a mut u32,
+    pub journal: Option<&'a SharedJournal>,
 }
 
 struct ActionsCapability;
@@ -42,6 +45,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         task_id: &s.task_id,
         run_id: s.run_id.as_deref(),
         proposals: &mut s.proposals,
+        journal: s.journal.as_ref(),
     })
 }
 
@@ -65,9 +69,14 @@ impl ActionsView<'_> {
             return Err(GuestError::InvalidInput(format!("confidence {} is not between 0 and 1", action.confidence)));
         }
         *self.proposals += 1;
-        // run/step/index: the same proposal of the same step of a run is
-        // the same effect, whoever retries it.
-        let key = format!("{}/{}/{}", self.run_id.unwrap_or(self.task_id), self.caller.plugin, self.proposals);
+        // A step's task id is `run/step` (`run/step.item` in a fan-out),
+        // stable across attempts and restarts: the same proposal of the same
+        // step is the same effect, whoever retries it. A call outside a run
+        // has a unique task id.
+        let key = match self.run_id {
+            Some(_) => format!("{}/{}", self.task_id, self.proposals),
+            None => format!("{}/{}/{}", self.task_id, self.caller.plugin, self.proposals),
+        };
         let proposal = Proposal {
             kind: action.kind,
             payload,
@@ -92,6 +101,8 @@ impl actions::Host for ActionsView<'_> {
     fn propose(&mut self, action: Action) -> wasmtime::Result<Result<Disposition, GuestError>> {
         let _span =
             tracing::debug_span!("keel.actions.propose", plugin = %self.caller.plugin, kind = %action.kind).entered();
-        Ok(self.propose_checked(action))
+        let journal = self.journal;
+        let request = journal.map(|_| serde_json::to_value(&action).unwrap_or_default());
+        Ok(journaled(journal, "actions.propose", request, || self.propose_checked(action)))
     }
 }

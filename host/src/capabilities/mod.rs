@@ -9,9 +9,53 @@ pub mod log;
 pub mod memory;
 pub mod model;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::runtime::HostState;
+use crate::workflow::journal::SharedJournal;
+
+/// Runs `call` and, for a workflow step, records `op` with its request and
+/// result in the step's journal (or answers from the memo of an attempt a
+/// crash interrupted; see `workflow::journal`).
+/// `request` is the call's arguments as JSON, computed only when there is a
+/// journal.
+pub(crate) fn journaled<T: Serialize + DeserializeOwned>(
+    journal: Option<&SharedJournal>,
+    op: &str,
+    request: Option<Value>,
+    call: impl FnOnce() -> T,
+) -> T {
+    let (Some(journal), Some(request)) = (journal, request) else { return call() };
+    if let Some(result) = lock(journal).memo_for(op, &request).and_then(|v| serde_json::from_value(v).ok()) {
+        return result;
+    }
+    let result = call();
+    lock(journal).record(op, request, serde_json::to_value(&result).unwrap_or(Value::Null));
+    result
+}
+
+/// [`journaled`] for host calls that wait.
+pub(crate) async fn journaled_async<T: Serialize + DeserializeOwned, F: Future<Output = T>>(
+    journal: Option<&SharedJournal>,
+    op: &str,
+    request: Option<Value>,
+    call: impl FnOnce() -> F,
+) -> T {
+    let (Some(journal), Some(request)) = (journal, request) else { return call().await };
+    if let Some(result) = lock(journal).memo_for(op, &request).and_then(|v| serde_json::from_value(v).ok()) {
+        return result;
+    }
+    let result = call().await;
+    lock(journal).record(op, request, serde_json::to_value(&result).unwrap_or(Value::Null));
+    result
+}
+
+fn lock(journal: &SharedJournal) -> std::sync::MutexGuard<'_, crate::workflow::journal::StepJournal> {
+    journal.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl crate::bindings::keel::plugin::types::Host for HostState {}
 

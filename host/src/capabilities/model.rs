@@ -4,17 +4,20 @@
 
 use wasmtime::component::{HasData, Linker};
 
+use super::journaled_async;
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::model::{self, Completion, CompletionRequest, Role, Usage};
 use crate::kernel::{Caller, Gate, Request};
 use crate::model::provider::{self, ChatRequest, Message};
 use crate::model::{CallScope, Completed, Urgency};
 use crate::runtime::HostState;
+use crate::workflow::journal::SharedJournal;
 
 pub struct ModelView<'a> {
     pub caller: &'a Caller,
     pub gate: &'a Gate,
     pub run_id: Option<&'a str>,
+    pub journal: Option<&'a SharedJournal>,
 }
 
 struct ModelCapability;
@@ -28,6 +31,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         caller: &s.caller,
         gate: &s.gate,
         run_id: s.run_id.as_deref(),
+        journal: s.journal.as_ref(),
     })
 }
 
@@ -79,30 +83,53 @@ impl ModelView<'_> {
         CallScope { plugin: &self.caller.plugin, run_id: self.run_id }
     }
 
-    async fn embed_texts(&mut self, texts: Vec<String>, urgency: Urgency) -> Result<Vec<Vec<f32>>, GuestError> {
-        self.gate.check(self.caller, Request::Model { tier: EMBED_TIER })?;
+    async fn complete_now(&self, request: CompletionRequest) -> Result<Completion, GuestError> {
+        let tier = request.tier.clone();
+        self.gate.check(self.caller, Request::Model { tier: &tier })?;
+        let request = chat_request(request)?;
         let kernel = self.gate.kernel().clone();
-        let metered = kernel.models().embed(kernel.store(), self.scope(), texts, urgency).await;
+        let metered = kernel.models().complete(kernel.store(), self.scope(), &tier, request).await;
         self.gate.record_now(metered.record);
-        metered.result
+        metered.result.map(completion)
+    }
+
+    async fn embed_texts(&mut self, texts: Vec<String>, urgency: Urgency) -> Result<Vec<Vec<f32>>, GuestError> {
+        let journal = self.journal;
+        let op = match urgency {
+            Urgency::Now => "model.embed",
+            Urgency::Background => "model.embed-background",
+        };
+        let recorded = journal.map(|_| serde_json::to_value(&texts).unwrap_or_default());
+        let result = journaled_async(journal, op, recorded, || async {
+            self.gate.check(self.caller, Request::Model { tier: EMBED_TIER })?;
+            let kernel = self.gate.kernel().clone();
+            let metered = kernel.models().embed(kernel.store(), self.scope(), texts, urgency).await;
+            self.gate.record_now(metered.record);
+            metered.result
+        })
+        .await;
+        self.save_memo();
+        result
+    }
+
+    /// Makes the model answers a step got so far durable with the call's
+    /// spend: a step run again after a crash gets them back.
+    fn save_memo(&self) {
+        let Some(journal) = self.journal else { return };
+        if let Some(batch) = journal.lock().unwrap_or_else(|e| e.into_inner()).take_memo() {
+            self.gate.record_now(batch);
+        }
     }
 }
 
 impl model::Host for ModelView<'_> {
     async fn complete(&mut self, request: CompletionRequest) -> wasmtime::Result<Result<Completion, GuestError>> {
-        let tier = request.tier.clone();
-        let _span = tracing::debug_span!("keel.model.complete", plugin = %self.caller.plugin, %tier);
-        if let Err(e) = self.gate.check(self.caller, Request::Model { tier: &tier }) {
-            return Ok(Err(e));
-        }
-        let request = match chat_request(request) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let kernel = self.gate.kernel().clone();
-        let metered = kernel.models().complete(kernel.store(), self.scope(), &tier, request).await;
-        self.gate.record_now(metered.record);
-        Ok(metered.result.map(completion))
+        let _span = tracing::debug_span!("keel.model.complete", plugin = %self.caller.plugin, tier = %request.tier);
+        let journal = self.journal;
+        let recorded = journal.map(|_| serde_json::to_value(&request).unwrap_or_default());
+        let result = journaled_async(journal, "model.complete", recorded, || self.complete_now(request)).await;
+        self.save_memo();
+        Ok(result)
     }
 
     async fn embed(&mut self, texts: Vec<String>) -> wasmtime::Result<Result<Vec<Vec<f32>>, GuestError>> {

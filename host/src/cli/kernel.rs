@@ -110,7 +110,7 @@ pub async fn execute_and_report(runtime: &Runtime) -> anyhow::Result<()> {
     for execution in runtime.execute_ready().await? {
         eprintln!("action {}", execute::describe(&execution));
     }
-    Ok(())
+    super::workflows::continue_waiting(runtime).await
 }
 
 pub async fn approve(ws: &Workspace, args: ApproveArgs) -> anyhow::Result<()> {
@@ -134,12 +134,15 @@ pub async fn approve(ws: &Workspace, args: ApproveArgs) -> anyhow::Result<()> {
     execute_and_report(&runtime).await
 }
 
-pub fn reject(ws: &Workspace, args: RejectArgs) -> anyhow::Result<()> {
+pub async fn reject(ws: &Workspace, args: RejectArgs) -> anyhow::Result<()> {
     if args.reason.trim().is_empty() {
         bail!("--reason is empty: say why, it is audited and shown to whoever reads the outbox");
     }
     ws.kernel()?.reject(args.id, OPERATOR, &args.reason)?;
     println!("rejected #{}: it will not execute", args.id);
+    if !ws.store().runs_in(crate::workflow::runs::RunState::WaitingApproval, 1)?.is_empty() {
+        super::workflows::continue_waiting(&ws.runtime()?).await?;
+    }
     Ok(())
 }
 

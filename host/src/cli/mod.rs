@@ -10,6 +10,7 @@ mod memory;
 mod models;
 mod plugins;
 mod progress;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,18 @@ pub enum Command {
     /// The model output cache.
     #[command(subcommand)]
     Cache(models::CacheCommand),
+    /// Start a run of a workflow and drive it until it finishes or waits
+    /// for the operator.
+    Run(workflows::RunArgs),
+    /// Workflow runs: list, show, cancel, pause, resume, recover.
+    #[command(subcommand)]
+    Runs(workflows::RunsCommand),
+    /// The workflows in workflows/*.toml, checked, with triggers and steps.
+    Workflows {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Entry point of the `keel` binary.
@@ -168,7 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(args) => bench::run(args).await?,
         Command::Approvals(cmd) => kernel::approvals(&open()?, cmd)?,
         Command::Approve(args) => kernel::approve(&open()?, args).await?,
-        Command::Reject(args) => kernel::reject(&open()?, args)?,
+        Command::Reject(args) => kernel::reject(&open()?, args).await?,
         Command::Stop { reason } => kernel::stop(&open()?, reason)?,
         Command::Resume => kernel::resume(&open()?).await?,
         Command::Status { json } => kernel::status(&open()?, json)?,
@@ -176,6 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Models { json } => models::models(&open()?, json)?,
         Command::Costs(args) => models::costs(&open()?, args)?,
         Command::Cache(cmd) => models::cache(&open()?, cmd).await?,
+        Command::Run(args) => workflows::run(&open()?, args).await?,
+        Command::Runs(cmd) => workflows::runs(&open()?, cmd).await?,
+        Command::Workflows { json } => workflows::list(&open()?, json)?,
     }
     Ok(exit::OK)
 }

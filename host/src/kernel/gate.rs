@@ -306,6 +306,7 @@ impl Gate {
             updated_at_ms: now,
             receipt: None,
             note: None,
+            compensation: None,
         };
         let mut mutations = Vec::new();
         let (entry, outcome) = match approval {

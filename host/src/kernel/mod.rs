@@ -67,6 +67,8 @@ pub struct Kernel {
     approval_numbers: ApprovalNumbers,
     /// `[connectors.NAME]` settings.
     connector_settings: BTreeMap<String, BTreeMap<String, String>>,
+    /// `[agents.NAME]` settings.
+    agent_settings: BTreeMap<String, BTreeMap<String, String>>,
     /// `[secrets.NAME]`: where each value is read from.
     secret_sources: BTreeMap<String, SecretSource>,
     /// Model providers, routing, model budgets and the output cache.
@@ -81,6 +83,7 @@ impl Kernel {
             policy: RwLock::new(Arc::new(policy.clone())),
             ledger: Ledger::default(),
             connector_settings: BTreeMap::new(),
+            agent_settings: BTreeMap::new(),
             secret_sources: BTreeMap::new(),
             models: Arc::new(ModelService::offline(&policy.currency)),
             store,
@@ -106,6 +109,22 @@ impl Kernel {
 
     pub fn models(&self) -> &Arc<ModelService> {
         &self.models
+    }
+
+    /// Adds the operator's settings for agents, served by `config.get`.
+    pub fn with_agent_settings(mut self, settings: BTreeMap<String, BTreeMap<String, String>>) -> Kernel {
+        self.agent_settings = settings;
+        self
+    }
+
+    /// Setting `key` of agent `name`, if the operator set one.
+    pub fn agent_setting(&self, name: &str, key: &str) -> Option<String> {
+        self.agent_settings.get(name).and_then(|s| s.get(key)).cloned()
+    }
+
+    /// The value of secret `name`, for a plugin granted it.
+    pub fn read_secret(&self, name: &str) -> Result<String, SecretError> {
+        secrets::read(&self.secret_sources, name).map(|v| v.expose().to_owned())
     }
 
     /// The settings of connector `name` (empty if none).

@@ -113,6 +113,49 @@ pub struct Intent {
     /// Why it failed, was rejected or needs reconciling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Undoing it, once its run failed or was cancelled (sagas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<Compensation>,
+}
+
+/// Where undoing an executed intent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompensationState {
+    /// An attempt started; its outcome is not recorded yet.
+    Started,
+    Done,
+    /// It failed after every retry: the operator must undo it by hand.
+    Failed,
+    /// An attempt of a non-idempotent compensation was interrupted.
+    NeedsReconcile,
+}
+
+impl CompensationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompensationState::Started => "started",
+            CompensationState::Done => "done",
+            CompensationState::Failed => "failed",
+            CompensationState::NeedsReconcile => "needs-reconcile",
+        }
+    }
+}
+
+/// The compensating action of an executed intent: kind, key, what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compensation {
+    /// The kind that undoes it, e.g. `payments.refund`.
+    pub kind: String,
+    /// `INTENT-KEY/undo`: the same for every attempt.
+    pub key: String,
+    pub state: CompensationState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
@@ -189,6 +232,22 @@ impl Store {
             if let Some(json) = intents.get(key)? {
                 out.push(serde_json::from_str(json.value()).map_err(|e| corrupt(key, e))?);
             }
+        }
+        Ok(out)
+    }
+
+    /// Every intent whose key starts with `prefix` (a run's: `RUN/`), in
+    /// key order.
+    pub fn intents_with_prefix(&self, prefix: &str) -> Result<Vec<Intent>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let intents = txn.open_table(INTENTS)?;
+        let mut out = Vec::new();
+        for item in intents.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push(serde_json::from_str(v.value()).map_err(|e| corrupt(k.value(), e))?);
         }
         Ok(out)
     }

@@ -150,6 +150,7 @@ fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
     semantic::storage::create_tables(&txn)?;
     crate::kernel::create_tables(&txn)?;
     crate::model::create_tables(&txn)?;
+    crate::workflow::create_tables(&txn)?;
     if let Some(from) = found.filter(|v| *v < SCHEMA_VERSION) {
         schema::migrate(&txn, from)?;
         tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "migrated the workspace database");

@@ -13,7 +13,10 @@ use super::{HostState, PreparedPlugin, Runtime};
 use crate::bindings::{GuestError, Outcome, Task};
 use crate::kernel::Gate;
 use crate::memory::StoreError;
+use crate::memory::audit::AuditEntry;
+use crate::memory::committer::Mutation;
 use crate::plugin::World;
+use crate::workflow::journal::SharedJournal;
 
 /// Why a call did not produce an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,9 @@ impl CallError {
     }
 }
 
+/// Writes to land with a successful call's own; see [`Runtime::call_task`].
+pub type FinishTask<'a> = dyn Fn(&Outcome) -> (Vec<Mutation>, AuditEntry) + Send + Sync + 'a;
+
 static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A task id unique within this process and unlikely to repeat across them.
@@ -82,21 +88,43 @@ impl Runtime {
     /// Calls `handle` of a plugin returned by [`Runtime::prepare`].
     pub async fn call_prepared(&self, plugin: &PreparedPlugin, input: String) -> Result<Outcome, CallError> {
         let task = Task { id: new_task_id(), input, run_id: None };
+        self.call_task(plugin, task, None, None).await
+    }
+
+    /// Runs `task` on `plugin`, recording its host calls in `journal` if
+    /// given. If it succeeds, `finish` adds writes (and their audit entry)
+    /// that land in the same commit as the call's own: a workflow step
+    /// records its output and journal atomically with its effects.
+    pub async fn call_task(
+        &self,
+        plugin: &PreparedPlugin,
+        task: Task,
+        finish: Option<&FinishTask<'_>>,
+        journal: Option<SharedJournal>,
+    ) -> Result<Outcome, CallError> {
         let span = tracing::info_span!("keel.call", plugin = %plugin.record.name, task = %task.id);
         let gate = self.gate.for_call();
         let task_id = task.id.clone();
-        let result = self.run_task(plugin, task, &gate).instrument(span).await;
+        let result = self.run_task(plugin, task, &gate, finish, journal).instrument(span).await;
         // Committed or dropped by now: the call's spend is no longer in flight.
         gate.kernel().ledger().release(&task_id);
         gate.flush().await?;
         result
     }
 
-    async fn run_task(&self, plugin: &PreparedPlugin, task: Task, gate: &Gate) -> Result<Outcome, CallError> {
+    async fn run_task(
+        &self,
+        plugin: &PreparedPlugin,
+        task: Task,
+        gate: &Gate,
+        finish: Option<&FinishTask<'_>>,
+        journal: Option<SharedJournal>,
+    ) -> Result<Outcome, CallError> {
         let name = plugin.record.name.as_str();
 
+        let plane = self.plane.clone();
         let state =
-            HostState::new(plugin.caller.clone(), gate.clone(), self.plane.clone(), self.limits.memory_bytes, &task);
+            HostState::new(plugin.caller.clone(), gate.clone(), plane, self.limits.memory_bytes, &task, journal);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         super::engine::yield_every_tick_until(&mut store, self.limits.call_timeout);
@@ -133,7 +161,11 @@ impl Runtime {
             });
         }
         // The call succeeded: its writes land now, together, durably.
-        let writes = std::mem::take(&mut store.data_mut().writes);
+        let mut writes = std::mem::take(&mut store.data_mut().writes);
+        if let Some(finish) = finish {
+            let (mutations, entry) = finish(&outcome);
+            writes.effect(mutations, entry);
+        }
         if !writes.is_empty() {
             let (batch, feed) = writes.into_batch(&self.plane);
             match self.store().commit(batch).await {

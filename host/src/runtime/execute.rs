@@ -147,7 +147,7 @@ impl Runtime {
     }
 
     /// The installed connector `name` and its compiled component.
-    fn connector(&self, name: &str) -> Result<(PluginRecord, Component), String> {
+    pub(super) fn connector(&self, name: &str) -> Result<(PluginRecord, Component), String> {
         let record = self.store().plugin_get(name).map_err(|e| e.to_string())?.ok_or_else(|| {
             format!("connector `{name}` is not installed any more: reinstall it, then approve a new proposal")
         })?;

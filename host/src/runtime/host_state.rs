@@ -10,6 +10,7 @@ use super::limits::GuestLimiter;
 use crate::kernel::{Caller, Gate};
 use crate::memory::plane::MemoryPlane;
 use crate::memory::write_set::WriteSet;
+use crate::workflow::journal::{JournaledMonotonicClock, JournaledRandom, JournaledWallClock, SharedJournal};
 
 /// Per-call state; dropped with the store, so nothing leaks between calls.
 pub struct HostState {
@@ -29,6 +30,8 @@ pub struct HostState {
     pub(crate) run_id: Option<String>,
     /// Proposals made so far in this call: the last part of their keys.
     pub(crate) proposals: u32,
+    /// For a workflow step: every host call, recorded.
+    pub(crate) journal: Option<SharedJournal>,
 }
 
 /// Guest stderr kept per call, for trap messages and debug logs.
@@ -41,10 +44,11 @@ impl HostState {
         plane: Arc<MemoryPlane>,
         memory_bytes: usize,
         task: &crate::bindings::keel::plugin::types::Task,
+        journal: Option<SharedJournal>,
     ) -> HostState {
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         HostState {
-            wasi: minimal_wasi(stderr.clone()),
+            wasi: minimal_wasi(stderr.clone(), journal.as_ref()),
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(memory_bytes),
             caller,
@@ -55,15 +59,28 @@ impl HostState {
             task_id: task.id.clone(),
             run_id: task.run_id.clone(),
             proposals: 0,
+            journal,
         }
     }
 }
 
 /// WASI with clocks and random only: no preopened directories, no
 /// environment, no arguments, no sockets; stdin empty, stdout discarded,
-/// stderr captured into `stderr`.
-fn minimal_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
-    WasiCtxBuilder::new().stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build()
+/// stderr captured into `stderr`. With a journal, every clock reading and
+/// random value is recorded in it.
+fn minimal_wasi(stderr: MemoryOutputPipe, journal: Option<&SharedJournal>) -> WasiCtx {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    if let Some(journal) = journal {
+        use rand::SeedableRng;
+        let seeded = || rand::rngs::StdRng::from_rng(&mut rand::rng());
+        builder
+            .wall_clock(JournaledWallClock(journal.clone()))
+            .monotonic_clock(JournaledMonotonicClock { journal: journal.clone(), start: std::time::Instant::now() })
+            .secure_random(JournaledRandom { journal: journal.clone(), inner: seeded(), op: "random.secure" })
+            .insecure_random(JournaledRandom { journal: journal.clone(), inner: seeded(), op: "random.insecure" });
+    }
+    builder.build()
 }
 
 impl HostState {

@@ -2,6 +2,7 @@
 //! on disk, one `InstancePre` per installed plugin, a fresh store per call.
 
 pub mod call;
+pub mod compensate;
 pub mod compile_cache;
 pub mod engine;
 pub mod execute;
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-pub use call::CallError;
+pub use call::{CallError, FinishTask};
 pub use compile_cache::{CacheOutcome, CompileCache};
 pub use host_state::HostState;
 pub use limits::Limits;

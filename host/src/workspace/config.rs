@@ -33,6 +33,9 @@ pub struct WorkspaceConfig {
     /// Model providers, tiers, prices, budgets and the output cache.
     #[serde(default)]
     pub model: ModelConfig,
+    /// Settings per agent, served to it by `config.get`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, BTreeMap<String, String>>,
     /// Settings per connector, served to it by `config.get`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connectors: BTreeMap<String, BTreeMap<String, String>>,

@@ -16,9 +16,13 @@ use crate::memory::{Store, StoreError, now_ms};
 use crate::model::ModelService;
 use crate::plugin::InstallError;
 use crate::runtime::{Candidate, Runtime};
+use crate::workflow::WorkflowError;
+use crate::workflow::definition::{self, AgentCheck, WorkflowDef};
 
 pub const CONFIG_FILE: &str = "keel.toml";
 pub const DATABASE_FILE: &str = "keel.redb";
+/// Workflow definitions, one `NAME.toml` each.
+pub const WORKFLOWS_DIR: &str = "workflows";
 /// Compiled components; derived data, safe to delete.
 pub const COMPILE_CACHE_DIR: &str = "cache/components";
 
@@ -103,7 +107,10 @@ impl Workspace {
         let c = &self.config;
         let models = ModelService::new(c.model.clone(), &c.policy.currency, &c.secrets);
         let kernel = Kernel::load(self.store.clone(), c.policy.clone())?;
-        Ok(kernel.with_connector_config(c.connectors.clone(), c.secrets.clone()).with_models(models))
+        Ok(kernel
+            .with_connector_config(c.connectors.clone(), c.secrets.clone())
+            .with_agent_settings(c.agents.clone())
+            .with_models(models))
     }
 
     /// A runtime for this workspace's plugins.
@@ -112,6 +119,40 @@ impl Workspace {
         let kernel = Arc::new(self.kernel()?);
         Runtime::new(kernel, plane, self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
             .map_err(|e| WorkspaceError::Runtime(format!("{e:#}")))
+    }
+
+    /// Every workflow definition in `workflows/`, checked against the
+    /// installed plugins, with its file's text.
+    pub fn workflows(&self) -> Result<Vec<(WorkflowDef, String)>, WorkflowError> {
+        let agents = |name: &str| match self.store.plugin_get(name) {
+            Ok(Some(p)) if p.world == crate::plugin::World::Agent => AgentCheck::Agent,
+            Ok(Some(p)) => AgentCheck::NotAnAgent(p.world.to_string()),
+            _ => AgentCheck::Missing,
+        };
+        let defs = definition::load_dir(&self.root.join(WORKFLOWS_DIR), &agents)
+            .map_err(|e| WorkflowError::Definition(e.to_string()))?;
+        defs.into_iter()
+            .map(|def| {
+                let text = std::fs::read_to_string(&def.source)
+                    .map_err(|e| WorkflowError::Definition(format!("{}: {e}", def.source.display())))?;
+                Ok((def, text))
+            })
+            .collect()
+    }
+
+    /// Workflow `name`, checked, with its file's text.
+    pub fn workflow(&self, name: &str) -> Result<(WorkflowDef, String), WorkflowError> {
+        let all = self.workflows()?;
+        let names: Vec<String> = all.iter().map(|(d, _)| d.name.clone()).collect();
+        all.into_iter().find(|(d, _)| d.name == name).ok_or_else(|| WorkflowError::NoSuchWorkflow {
+            name: name.to_owned(),
+            dir: self.root.join(WORKFLOWS_DIR).display().to_string(),
+            available: if names.is_empty() {
+                "there are none yet: add workflows/NAME.toml (docs/workflows.md)".to_owned()
+            } else {
+                format!("the workflows are {}", names.join(", "))
+            },
+        })
     }
 
     /// Records a checked candidate with the capabilities the operator

@@ -8,6 +8,7 @@ mod records;
 
 use wasmtime::component::{HasData, Linker};
 
+use super::journaled;
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::memory::{
     self, Hit, Note, RecallRequest, RecordEntry, RecordPage, RecordQuery, WriteResult,
@@ -20,6 +21,7 @@ use crate::memory::now_ms;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::write_set::{KvWrite, WriteSet};
 use crate::runtime::HostState;
+use crate::workflow::journal::SharedJournal;
 
 /// The memory capability as one call sees it.
 pub struct MemoryView<'a> {
@@ -27,6 +29,7 @@ pub struct MemoryView<'a> {
     pub gate: &'a Gate,
     pub writes: &'a mut WriteSet,
     pub plane: &'a MemoryPlane,
+    pub journal: Option<&'a SharedJournal>,
 }
 
 struct MemoryCapability;
@@ -41,6 +44,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         gate: &s.gate,
         writes: &mut s.writes,
         plane: &s.plane,
+        journal: s.journal.as_ref(),
     })
 }
 
@@ -79,6 +83,30 @@ impl MemoryView<'_> {
         }
     }
 
+    /// Keys in `namespace` starting with `prefix`, this call's own writes
+    /// applied.
+    fn keys(&self, namespace: &str, prefix: &str, limit: u32) -> Result<Vec<String>, GuestError> {
+        self.gate.check(self.caller, Request::MemoryRead { namespace })?;
+        if limit > MAX_LIST_KEYS {
+            return Err(GuestError::InvalidInput(format!("limit {limit} is over the maximum of {MAX_LIST_KEYS}")));
+        }
+        // Stored keys, with this call's own puts and deletes applied.
+        let pending: Vec<(&str, &KvWrite)> = self.writes.kv_prefixed(namespace, prefix).collect();
+        let fetch = limit as usize + pending.len();
+        let mut keys: std::collections::BTreeSet<String> =
+            self.gate.store().kv_list_keys(namespace, prefix, fetch as u32).map_err(unavailable)?.into_iter().collect();
+        let now = now_ms();
+        for (key, write) in pending {
+            match write {
+                KvWrite::Put { expires_at_ms, .. } if expires_at_ms.is_none_or(|t| t > now) => {
+                    keys.insert(key.to_owned())
+                }
+                _ => keys.remove(key),
+            };
+        }
+        Ok(keys.into_iter().take(limit as usize).collect())
+    }
+
     fn write(
         &mut self,
         namespace: &str,
@@ -105,74 +133,61 @@ impl MemoryView<'_> {
     }
 }
 
+/// Journals the call (for a workflow step) and answers the guest.
+macro_rules! journal {
+    ($view:ident, $op:literal, ($($arg:expr),*), $call:expr) => {{
+        let journal = $view.journal;
+        let request = journal.map(|_| serde_json::to_value(($(&$arg),*)).unwrap_or_default());
+        Ok(journaled(journal, $op, request, || $call))
+    }};
+}
+
 impl memory::Host for MemoryView<'_> {
     fn get(&mut self, namespace: String, key: String) -> GuestResult<Option<Vec<u8>>> {
         let _span = tracing::debug_span!("keel.memory.get", plugin = %self.caller.plugin, %namespace).entered();
-        Ok(self.gate.check(self.caller, Request::MemoryRead { namespace: &namespace }).and_then(|()| {
+        journal!(self, "memory.get", (namespace, key), {
+            self.gate.check(self.caller, Request::MemoryRead { namespace: &namespace })?;
             check_key(&key)?;
             self.read(&namespace, &key)
-        }))
+        })
     }
 
     fn put(&mut self, namespace: String, key: String, value: Vec<u8>) -> GuestResult<()> {
         let _span = tracing::debug_span!("keel.memory.put", plugin = %self.caller.plugin, %namespace).entered();
-        Ok(self.write(&namespace, &key, value, None))
+        journal!(self, "memory.put", (namespace, key, value), self.write(&namespace, &key, value, None))
     }
 
     fn put_expiring(&mut self, namespace: String, key: String, value: Vec<u8>, ttl_ms: u64) -> GuestResult<()> {
         let _span =
             tracing::debug_span!("keel.memory.put_expiring", plugin = %self.caller.plugin, %namespace).entered();
-        if ttl_ms == 0 {
-            return Ok(Err(GuestError::InvalidInput("ttl-ms must be at least 1".into())));
-        }
-        Ok(self.write(&namespace, &key, value, Some(now_ms().saturating_add(ttl_ms))))
+        journal!(self, "memory.put-expiring", (namespace, key, value, ttl_ms), {
+            if ttl_ms == 0 {
+                return Err(GuestError::InvalidInput("ttl-ms must be at least 1".into()));
+            }
+            self.write(&namespace, &key, value, Some(now_ms().saturating_add(ttl_ms)))
+        })
     }
 
     fn delete(&mut self, namespace: String, key: String) -> GuestResult<bool> {
         let _span = tracing::debug_span!("keel.memory.delete", plugin = %self.caller.plugin, %namespace).entered();
-        Ok((|| {
+        journal!(self, "memory.delete", (namespace, key), {
             self.gate.check(self.caller, Request::MemoryWrite { namespace: &namespace })?;
             check_key(&key)?;
             let existed = self.read(&namespace, &key)?.is_some();
             let entry = AuditEntry::allowed(&self.caller.plugin, "memory.delete", format!("{namespace}/{key}"));
             self.writes.delete(&namespace, &key, entry);
             Ok(existed)
-        })())
+        })
     }
 
     fn list_keys(&mut self, namespace: String, prefix: String, limit: u32) -> GuestResult<Vec<String>> {
         let _span = tracing::debug_span!("keel.memory.list_keys", plugin = %self.caller.plugin, %namespace).entered();
-        Ok((|| {
-            self.gate.check(self.caller, Request::MemoryRead { namespace: &namespace })?;
-            if limit > MAX_LIST_KEYS {
-                return Err(GuestError::InvalidInput(format!("limit {limit} is over the maximum of {MAX_LIST_KEYS}")));
-            }
-            // Stored keys, with this call's own puts and deletes applied.
-            let pending: Vec<(&str, &KvWrite)> = self.writes.kv_prefixed(&namespace, &prefix).collect();
-            let fetch = limit as usize + pending.len();
-            let mut keys: std::collections::BTreeSet<String> = self
-                .gate
-                .store()
-                .kv_list_keys(&namespace, &prefix, fetch as u32)
-                .map_err(unavailable)?
-                .into_iter()
-                .collect();
-            let now = now_ms();
-            for (key, write) in pending {
-                match write {
-                    KvWrite::Put { expires_at_ms, .. } if expires_at_ms.is_none_or(|t| t > now) => {
-                        keys.insert(key.to_owned())
-                    }
-                    _ => keys.remove(key),
-                };
-            }
-            Ok(keys.into_iter().take(limit as usize).collect())
-        })())
+        journal!(self, "memory.list-keys", (namespace, prefix, limit), self.keys(&namespace, &prefix, limit))
     }
 
     fn get_record(&mut self, collection: String, id: String) -> GuestResult<Option<RecordEntry>> {
         let _span = tracing::debug_span!("keel.memory.get_record", plugin = %self.caller.plugin, %collection).entered();
-        Ok(self.record_get(&collection, &id))
+        journal!(self, "memory.get-record", (collection, id), self.record_get(&collection, &id))
     }
 
     fn put_record(
@@ -183,7 +198,9 @@ impl memory::Host for MemoryView<'_> {
         expected_version: Option<u64>,
     ) -> GuestResult<WriteResult> {
         let _span = tracing::debug_span!("keel.memory.put_record", plugin = %self.caller.plugin, %collection).entered();
-        Ok(self.record_put(collection, id, &data, expected_version))
+        journal!(self, "memory.put-record", (collection, id, data, expected_version), {
+            self.record_put(collection, id, &data, expected_version)
+        })
     }
 
     fn delete_record(
@@ -194,37 +211,41 @@ impl memory::Host for MemoryView<'_> {
     ) -> GuestResult<WriteResult> {
         let _span =
             tracing::debug_span!("keel.memory.delete_record", plugin = %self.caller.plugin, %collection).entered();
-        Ok(self.record_delete(collection, id, expected_version))
+        journal!(self, "memory.delete-record", (collection, id, expected_version), {
+            self.record_delete(collection, id, expected_version)
+        })
     }
 
     fn query_records(&mut self, query: RecordQuery) -> GuestResult<RecordPage> {
         let _span =
             tracing::debug_span!("keel.memory.query_records", plugin = %self.caller.plugin, collection = %query.collection)
                 .entered();
-        Ok(self.record_query(query))
+        journal!(self, "memory.query-records", (query), self.record_query(query))
     }
 
     fn remember(&mut self, namespace: String, note: Note) -> GuestResult<String> {
         let _span = tracing::debug_span!("keel.memory.remember", plugin = %self.caller.plugin, %namespace).entered();
-        Ok(self.note_remember(&namespace, note))
+        journal!(self, "memory.remember", (namespace, note), self.note_remember(&namespace, note))
     }
 
     fn recall(&mut self, request: RecallRequest) -> GuestResult<Vec<Hit>> {
         let _span =
             tracing::debug_span!("keel.memory.recall", plugin = %self.caller.plugin, namespace = %request.namespace)
                 .entered();
-        Ok(self.note_recall(vec![request]).map(|mut all| all.pop().unwrap_or_default()))
+        journal!(self, "memory.recall", (request), {
+            self.note_recall(vec![request]).map(|mut all| all.pop().unwrap_or_default())
+        })
     }
 
     fn recall_many(&mut self, requests: Vec<RecallRequest>) -> GuestResult<Vec<Vec<Hit>>> {
         let _span =
             tracing::debug_span!("keel.memory.recall_many", plugin = %self.caller.plugin, count = requests.len())
                 .entered();
-        Ok(self.note_recall(requests))
+        journal!(self, "memory.recall-many", (requests), self.note_recall(requests))
     }
 
     fn forget(&mut self, namespace: String, id: String) -> GuestResult<bool> {
         let _span = tracing::debug_span!("keel.memory.forget", plugin = %self.caller.plugin, %namespace).entered();
-        Ok(self.note_forget(&namespace, &id))
+        journal!(self, "memory.forget", (namespace, id), self.note_forget(&namespace, &id))
     }
 }

@@ -1,0 +1,460 @@
+//! Driving runs: each step is one agent call whose output, next-step
+//! pointer and audit entry land in the same commit as the step's own
+//! writes and proposals, so a crash leaves a step either done (with all its
+//! effects queued) or not done at all. A run picked up after a restart
+//! continues at its cursor; a step that was running is run again under the
+//! same task id, so its proposals keep their keys.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::WriteTransaction;
+use serde_json::Value;
+
+use super::WorkflowError;
+use super::definition::{self, AgentCheck, Next, RefContext, StepDef, WorkflowDef};
+use super::journal::{self, StepJournal};
+use super::runs::{self, Run, RunState, StepRun, StepStatus};
+use crate::bindings::{Outcome, Task};
+use crate::kernel::outbox::IntentState;
+use crate::memory::audit::AuditEntry;
+use crate::memory::committer::{Batch, CustomMutation, Mutation};
+use crate::memory::now_ms;
+use crate::runtime::{CallError, Runtime};
+
+/// The definition a run started with.
+pub fn definition_of(run: &Run) -> Result<WorkflowDef, WorkflowError> {
+    definition::parse(Path::new(&run.source), &run.definition, &|_| AgentCheck::Agent)
+        .map_err(|e| WorkflowError::Definition(e.to_string()))
+}
+
+/// A step's output as JSON (text that is not JSON becomes a JSON string).
+fn output_value(outcome: &Outcome) -> Value {
+    serde_json::from_str(&outcome.output).unwrap_or_else(|_| Value::String(outcome.output.clone()))
+}
+
+/// Changes run `id` inside the committing transaction.
+pub(super) fn update_run(label: &'static str, id: &str, change: impl Fn(&mut Run) + Send + Sync + 'static) -> Mutation {
+    let id = id.to_owned();
+    let apply = Arc::new(move |txn: &WriteTransaction| {
+        let Some(mut run) = runs::get_in(txn, &id)? else { return Ok(()) };
+        change(&mut run);
+        run.updated_at_ms = now_ms();
+        runs::put_in(txn, &run)
+    });
+    Mutation::Custom(CustomMutation { label, apply })
+}
+
+/// The step after `step` given its output.
+fn next_step(step: &StepDef, output: &Value) -> Option<String> {
+    let target = match &step.next {
+        Next::End => return None,
+        Next::Step(id) => id.clone(),
+        Next::Branch { on, cases, default } => {
+            let value = definition::lookup(output, on);
+            let key = value.map(definition::render_branch_value);
+            key.and_then(|k| cases.get(&k).cloned()).unwrap_or_else(|| default.clone())
+        }
+    };
+    (target != "end").then_some(target)
+}
+
+impl Runtime {
+    /// Records a new run of `def` (read from `text`) and returns it; drive
+    /// it with [`Runtime::drive_run`].
+    pub async fn start_run(
+        &self,
+        def: &WorkflowDef,
+        text: &str,
+        input: Value,
+        trigger: &str,
+        actor: &str,
+    ) -> Result<Run, WorkflowError> {
+        let now = now_ms();
+        let run = Run {
+            id: runs::new_run_id(),
+            workflow: def.name.clone(),
+            definition: text.to_owned(),
+            source: def.source.display().to_string(),
+            trigger: trigger.to_owned(),
+            input,
+            state: RunState::Running,
+            cursor: Some(def.entry().to_owned()),
+            order: Vec::new(),
+            steps: BTreeMap::new(),
+            error: None,
+            paused_from: None,
+            finishing_as: None,
+            waiting_on: Vec::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            finished_at_ms: None,
+        };
+        let entry = AuditEntry::allowed(actor, "workflow.start", format!("{} {}", def.name, run.id))
+            .with_reason(format!("trigger: {trigger}"));
+        self.store().commit(Batch { mutations: vec![runs::put(run.clone())], audit: vec![entry] }).await?;
+        Ok(run)
+    }
+
+    /// Runs run `id` until it finishes, waits for the operator, or is
+    /// paused or cancelled; returns it as it is then.
+    pub async fn drive_run(&self, id: &str) -> Result<Run, WorkflowError> {
+        loop {
+            let run = self.store().run(id)?.ok_or_else(|| WorkflowError::NoSuchRun(id.to_owned()))?;
+            match run.state {
+                RunState::Running => {}
+                RunState::Compensating => return self.compensate_run(id).await,
+                RunState::WaitingApproval => return self.continue_if_decided(id).await,
+                _ => return Ok(run),
+            }
+            let Some(cursor) = run.cursor.clone() else {
+                return self.finish_run(&run, RunState::Succeeded, None).await;
+            };
+            let def = definition_of(&run)?;
+            let step = def
+                .step(&cursor)
+                .ok_or_else(|| {
+                    WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks"))
+                })?
+                .clone();
+            if let Err(why) = self.run_step(&run, &step).await {
+                self.fail_run(id, &step.id, why).await?;
+                continue;
+            }
+            if let Some(waiting) = self.after_step(id, &step.id).await? {
+                return Ok(waiting);
+            }
+        }
+    }
+
+    /// Runs `step` of `run` with its retries; its success is committed by
+    /// the call itself. Returns why it failed for good.
+    async fn run_step(&self, run: &Run, step: &StepDef) -> Result<(), String> {
+        let outputs: BTreeMap<String, Value> =
+            run.steps.iter().filter_map(|(id, s)| s.output.clone().map(|o| (id.clone(), o))).collect();
+        let ctx = RefContext { trigger: &run.input, outputs: &outputs, item: None, run_id: &run.id };
+        let Some(each) = &step.for_each else {
+            let input = Self::step_input(step, &ctx)?;
+            let finish = finish_step(&run.id, step.clone(), None);
+            return self.attempts(run, step, None, input, &finish).await;
+        };
+        let items = match definition::resolve_reference(each, &ctx)? {
+            Value::Array(items) => items,
+            other => return Err(format!("step `{}`: for_each must name an array, got {other}", step.id)),
+        };
+        let done = run.steps.get(&step.id).map(|s| s.items.clone()).unwrap_or_default();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(step.max_parallel as usize));
+        let mut pending = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let index = index as u32;
+            if done.contains_key(&index) {
+                continue;
+            }
+            let ctx = RefContext { item: Some(item), ..ctx };
+            let input = Self::step_input(step, &ctx)?;
+            let semaphore = semaphore.clone();
+            pending.push(async move {
+                let _permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
+                let finish = finish_step(&run.id, step.clone(), Some(index));
+                self.attempts(run, step, Some(index), input, &finish).await
+            });
+        }
+        for result in futures::future::join_all(pending).await {
+            result?;
+        }
+        // Every item is in: the step's output is their outputs, in order.
+        let total = items.len() as u32;
+        let step_def = step.clone();
+        let mutation = update_run("workflow.fan-in", &run.id, move |run| {
+            let Some(s) = run.steps.get_mut(&step_def.id) else { return };
+            let outputs: Vec<Value> = (0..total).filter_map(|i| s.items.get(&i).cloned()).collect();
+            let output = Value::Array(outputs);
+            s.status = StepStatus::Succeeded;
+            s.finished_at_ms = Some(now_ms());
+            if run.state == RunState::Running || run.state == RunState::Paused {
+                run.cursor = next_step(&step_def, &output);
+            }
+            s.output = Some(output);
+        });
+        let entry = AuditEntry::allowed("host", "workflow.step", format!("{} {}", run.id, step.id))
+            .with_reason(format!("{total} items done"));
+        self.store()
+            .commit(Batch { mutations: vec![mutation], audit: vec![entry] })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The step's input: its template (made explicit at load) resolved.
+    fn step_input(step: &StepDef, ctx: &RefContext<'_>) -> Result<String, String> {
+        let template = step.input.as_ref().ok_or_else(|| format!("step `{}` has no input template", step.id))?;
+        let value = definition::resolve(template, ctx).map_err(|e| format!("step `{}` input: {e}", step.id))?;
+        Ok(value.to_string())
+    }
+
+    /// Attempts one call (of a step, or one item of a fan-out step) until
+    /// it succeeds or its retries are used up.
+    async fn attempts(
+        &self,
+        run: &Run,
+        step: &StepDef,
+        item: Option<u32>,
+        input: String,
+        finish: &crate::runtime::FinishTask<'_>,
+    ) -> Result<(), String> {
+        let task_key = match item {
+            None => step.id.clone(),
+            Some(i) => format!("{}.{i}", step.id),
+        };
+        let task_id = format!("{}/{task_key}", run.id);
+        let mut last = String::new();
+        for attempt in 1..=step.retry.attempts {
+            if attempt > 1 {
+                tokio::time::sleep(step.retry.delay(attempt - 1)).await;
+            }
+            let plugin = self.prepare(&step.agent, &()).map_err(|e| e.to_string())?;
+            self.step_started(&run.id, step, &plugin.record.version).await.map_err(|e| e.to_string())?;
+            let task = Task { id: task_id.clone(), input: input.clone(), run_id: Some(run.id.clone()) };
+            // Model answers of an attempt a crash interrupted are fed back.
+            let memo = self.store().memo(&run.id, &task_key).map_err(|e| e.to_string())?;
+            let journal = StepJournal::new(&run.id, &task_key, memo).shared();
+            let recorded = journal.clone();
+            let finish_and_journal = move |outcome: &Outcome| {
+                let (mut mutations, entry) = finish(outcome);
+                mutations.push(recorded.lock().unwrap_or_else(|e| e.into_inner()).commit());
+                (mutations, entry)
+            };
+            let call = self.call_task(&plugin, task, Some(&finish_and_journal), Some(journal));
+            let result = match step.timeout_ms {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(CallError::Timeout { plugin: step.agent.clone(), limit_ms: u128::from(ms) }),
+                },
+                None => call.await,
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(run = %run.id, step = %step.id, attempt, error = %e, "step attempt failed");
+                    last = format!("attempt {attempt} of {}: {e}", step.retry.attempts);
+                    // The next attempt asks the models afresh.
+                    let clear = Batch { mutations: vec![journal::clear_memo(&run.id, &task_key)], audit: vec![] };
+                    self.store().commit(clear).await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Err(format!("step `{}` failed: {last}", step.id))
+    }
+
+    /// Commits that an attempt of `step` starts.
+    async fn step_started(&self, run_id: &str, step: &StepDef, version: &str) -> Result<(), crate::memory::StoreError> {
+        let (id, agent, version) = (step.id.clone(), step.agent.clone(), version.to_owned());
+        let mutation = update_run("workflow.step-start", run_id, move |run| {
+            if !run.order.contains(&id) {
+                run.order.push(id.clone());
+            }
+            let now = now_ms();
+            let s = run.steps.entry(id.clone()).or_insert_with(|| StepRun {
+                status: StepStatus::Running,
+                agent: agent.clone(),
+                version: version.clone(),
+                attempts: 0,
+                output: None,
+                items: BTreeMap::new(),
+                error: None,
+                started_at_ms: now,
+                finished_at_ms: None,
+            });
+            s.status = StepStatus::Running;
+            s.version = version.clone();
+            s.attempts += 1;
+        });
+        self.store().commit(Batch { mutations: vec![mutation], audit: vec![] }).await.map(drop)
+    }
+
+    /// After a step committed: executes its allowed actions, and parks the
+    /// run if some wait for the operator (or the kill switch). Returns the
+    /// run when it stopped there.
+    async fn after_step(&self, id: &str, step: &str) -> Result<Option<Run>, WorkflowError> {
+        self.execute_ready().await?;
+        let intents = step_intents(self, id, step)?;
+        if let Some(failed) =
+            intents.iter().find(|i| matches!(i.state, IntentState::Failed | IntentState::NeedsReconcile))
+        {
+            let why = format!(
+                "action {} ({}) is {}: {}",
+                failed.key,
+                failed.proposal.kind,
+                failed.state.as_str(),
+                failed.note.clone().unwrap_or_default()
+            );
+            self.fail_run(id, step, why).await?;
+            return Ok(None);
+        }
+        let waiting: Vec<String> = intents
+            .iter()
+            .filter(|i| matches!(i.state, IntentState::AwaitingApproval | IntentState::Ready | IntentState::Sending))
+            .map(|i| i.key.clone())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        let keys = waiting.clone();
+        let mutation = update_run("workflow.wait", id, move |run| {
+            if run.state == RunState::Running {
+                run.state = RunState::WaitingApproval;
+                run.waiting_on = keys.clone();
+            }
+        });
+        let entry = AuditEntry::allowed("host", "workflow.wait", id)
+            .with_reason(format!("waiting for the operator on {}", waiting.join(", ")));
+        self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
+        Ok(self.store().run(id)?)
+    }
+
+    /// Continues a run waiting on the operator once every intent it waits
+    /// on is decided and executed (a rejected one does not stop the run).
+    pub async fn continue_if_decided(&self, id: &str) -> Result<Run, WorkflowError> {
+        self.execute_ready().await?;
+        let run = self.store().run(id)?.ok_or_else(|| WorkflowError::NoSuchRun(id.to_owned()))?;
+        if run.state != RunState::WaitingApproval {
+            return Ok(run);
+        }
+        let mut pending = Vec::new();
+        for key in &run.waiting_on {
+            let Some(intent) = self.store().intent(key)? else { continue };
+            match intent.state {
+                IntentState::AwaitingApproval | IntentState::Ready | IntentState::Sending => pending.push(key.clone()),
+                IntentState::Failed | IntentState::NeedsReconcile => {
+                    let step = run.order.last().cloned().unwrap_or_default();
+                    let why = format!("action {key} ({}) is {}", intent.proposal.kind, intent.state.as_str());
+                    self.fail_run(id, &step, why).await?;
+                    return Box::pin(self.drive_run(id)).await;
+                }
+                IntentState::Executed | IntentState::Rejected => {}
+            }
+        }
+        if !pending.is_empty() {
+            return Ok(run);
+        }
+        let mutation = update_run("workflow.continue", id, |run| {
+            if run.state == RunState::WaitingApproval {
+                run.state = RunState::Running;
+                run.waiting_on.clear();
+            }
+        });
+        let entry = AuditEntry::allowed("host", "workflow.continue", id).with_reason("every awaited action is decided");
+        self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
+        Box::pin(self.drive_run(id)).await
+    }
+
+    /// Continues every unfinished run (after a crash or restart): running
+    /// runs from their cursor and compensating ones where they stopped,
+    /// concurrently up to each workflow's limit; then waiting runs whose
+    /// actions were decided. Returns the runs as they are afterwards.
+    pub async fn recover_runs(&self) -> Result<Vec<Run>, WorkflowError> {
+        let mut unfinished = self.store().runs_in(RunState::Running, usize::MAX)?;
+        unfinished.extend(self.store().runs_in(RunState::Compensating, usize::MAX)?);
+        let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
+        let mut drives = Vec::new();
+        for run in &unfinished {
+            let limit = definition_of(run).map_or(1, |d| d.limits.concurrency as usize);
+            let semaphore = limits
+                .entry(run.workflow.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
+                .clone();
+            let id = run.id.clone();
+            drives.push(async move {
+                let _permit = semaphore.acquire_owned().await;
+                tracing::info!(run = %id, "continuing an unfinished run");
+                self.drive_run(&id).await
+            });
+        }
+        let mut out = Vec::new();
+        for result in futures::future::join_all(drives).await {
+            out.push(result?);
+        }
+        for run in self.store().runs_in(RunState::WaitingApproval, usize::MAX)? {
+            out.push(self.continue_if_decided(&run.id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Marks `run` finished as `state`.
+    pub(super) async fn finish_run(
+        &self,
+        run: &Run,
+        state: RunState,
+        error: Option<String>,
+    ) -> Result<Run, WorkflowError> {
+        let note = error.clone();
+        let mutation = update_run("workflow.finish", &run.id, move |run| {
+            run.state = state;
+            run.cursor = None;
+            run.finishing_as = None;
+            run.waiting_on.clear();
+            run.finished_at_ms = Some(now_ms());
+            if note.is_some() {
+                run.error = note.clone();
+            }
+        });
+        let target = format!("{} {}", run.workflow, run.id);
+        let entry = match (state, &error) {
+            (RunState::Succeeded, _) => AuditEntry::allowed("host", "workflow.finish", target).with_reason("succeeded"),
+            (_, Some(why)) => {
+                AuditEntry::denied("host", "workflow.finish", target, format!("{}: {why}", state.as_str()))
+            }
+            (_, None) => AuditEntry::allowed("host", "workflow.finish", target).with_reason(state.as_str()),
+        };
+        self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
+        self.store().run(&run.id)?.ok_or_else(|| WorkflowError::NoSuchRun(run.id.clone()))
+    }
+}
+
+/// The writes that record a successful call of `step` (or of one item of
+/// it): its output, the next step, an audit entry.
+fn finish_step(
+    run_id: &str,
+    step: StepDef,
+    item: Option<u32>,
+) -> impl Fn(&Outcome) -> (Vec<Mutation>, AuditEntry) + Send + Sync + use<> {
+    let run_id = run_id.to_owned();
+    move |outcome: &Outcome| {
+        let output = output_value(outcome);
+        let step = step.clone();
+        let target = match item {
+            None => format!("{run_id} {}", step.id),
+            Some(i) => format!("{run_id} {}.{i}", step.id),
+        };
+        let mutation = update_run("workflow.step", &run_id, move |run| {
+            let next = next_step(&step, &output);
+            let Some(s) = run.steps.get_mut(&step.id) else { return };
+            match item {
+                Some(i) => drop(s.items.insert(i, output.clone())),
+                None => {
+                    s.status = StepStatus::Succeeded;
+                    s.output = Some(output.clone());
+                    s.error = None;
+                    s.finished_at_ms = Some(now_ms());
+                    if matches!(run.state, RunState::Running | RunState::Paused) {
+                        run.cursor = next;
+                    }
+                }
+            }
+        });
+        (vec![mutation], AuditEntry::allowed("host", "workflow.step", target).with_reason("succeeded"))
+    }
+}
+
+/// The intents proposed by `step` of run `id` (its items' too).
+pub(super) fn step_intents(
+    runtime: &Runtime,
+    id: &str,
+    step: &str,
+) -> Result<Vec<crate::kernel::outbox::Intent>, crate::memory::StoreError> {
+    let prefix = format!("{id}/{step}");
+    let all = runtime.store().intents_with_prefix(&prefix)?;
+    Ok(all.into_iter().filter(|i| matches!(i.key.as_bytes().get(prefix.len()), Some(b'/' | b'.'))).collect())
+}

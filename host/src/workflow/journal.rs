@@ -1,0 +1,271 @@
+//! The journal of a workflow step: every host call the step's agent made,
+//! with its request and result, in order, including what it read from the
+//! WASI clocks and random generators. It lands with the step's output, so a
+//! finished step can be replayed deterministically and explained later.
+//!
+//! Model calls are also kept at once in a memo (money was spent on them):
+//! if the process dies mid-step, the step runs again and gets the recorded
+//! answers back instead of paying twice. A step's memo is dropped when the
+//! step commits or an attempt fails.
+//!
+//! Secrets are never journaled: `config.get-secret` is recorded without its
+//! value.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::memory::committer::{Batch, CustomMutation, Mutation};
+use crate::memory::{Store, StoreError};
+
+/// (run, task, seq) -> entry (JSON). `task` is `step` or `step.item`.
+const JOURNAL: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("workflow_journal");
+/// (run, task, seq) -> entry: model calls of a step not committed yet.
+const MEMO: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("workflow_memo");
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(JOURNAL)?;
+    txn.open_table(MEMO)?;
+    Ok(())
+}
+
+/// One host call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub seq: u32,
+    /// e.g. `memory.get`, `model.complete`, `clock.wall`, `random.bytes`.
+    pub op: String,
+    pub request: Value,
+    pub result: Value,
+}
+
+/// Operations whose results are memoized while the step runs.
+fn memoized(op: &str) -> bool {
+    op.starts_with("model.")
+}
+
+/// The journal of one attempt of one step (or fan-out item).
+#[derive(Debug)]
+pub struct StepJournal {
+    run: String,
+    task: String,
+    entries: Vec<JournalEntry>,
+    /// Model answers of an earlier, interrupted attempt, in order.
+    memo: VecDeque<JournalEntry>,
+    /// Memo writes to land at once (money was spent).
+    pending_memo: Vec<JournalEntry>,
+}
+
+/// Shared by the host state and the WASI clocks and generators of a call.
+pub type SharedJournal = Arc<Mutex<StepJournal>>;
+
+impl StepJournal {
+    /// A journal for task `task` of run `run`, fed the memo of an earlier
+    /// interrupted attempt.
+    pub fn new(run: &str, task: &str, memo: Vec<JournalEntry>) -> StepJournal {
+        StepJournal {
+            run: run.to_owned(),
+            task: task.to_owned(),
+            entries: Vec::new(),
+            memo: memo.into(),
+            pending_memo: Vec::new(),
+        }
+    }
+
+    pub fn shared(self) -> SharedJournal {
+        Arc::new(Mutex::new(self))
+    }
+
+    /// The recorded result of this call if an interrupted attempt made the
+    /// same call at this point; it is journaled again as made now.
+    pub fn memo_for(&mut self, op: &str, request: &Value) -> Option<Value> {
+        if !memoized(op) {
+            return None;
+        }
+        let next = self.memo.front()?;
+        if next.op != op || &next.request != request {
+            // The step took another path this time: answers from here on
+            // are live.
+            self.memo.clear();
+            return None;
+        }
+        let entry = self.memo.pop_front()?;
+        self.push(op, request.clone(), entry.result.clone(), false);
+        Some(entry.result)
+    }
+
+    /// Records a call made now.
+    pub fn record(&mut self, op: &str, request: Value, result: Value) {
+        self.push(op, request, result, memoized(op));
+    }
+
+    fn push(&mut self, op: &str, request: Value, result: Value, memo: bool) {
+        let entry = JournalEntry { seq: self.entries.len() as u32, op: op.to_owned(), request, result };
+        if memo {
+            self.pending_memo.push(entry.clone());
+        }
+        self.entries.push(entry);
+    }
+
+    /// The memo writes of calls made since the last take.
+    pub fn take_memo(&mut self) -> Option<Batch> {
+        if self.pending_memo.is_empty() {
+            return None;
+        }
+        let rows = std::mem::take(&mut self.pending_memo);
+        let (run, task) = (self.run.clone(), self.task.clone());
+        let apply = Arc::new(move |txn: &WriteTransaction| {
+            let mut memo = txn.open_table(MEMO)?;
+            for e in &rows {
+                let json = serde_json::to_string(e).expect("entries serialize");
+                memo.insert((run.as_str(), task.as_str(), e.seq), json.as_str())?;
+            }
+            Ok(())
+        });
+        Some(Batch {
+            mutations: vec![Mutation::Custom(CustomMutation { label: "workflow.memo", apply })],
+            audit: vec![],
+        })
+    }
+
+    pub fn entries(&self) -> &[JournalEntry] {
+        &self.entries
+    }
+
+    /// The write that stores this journal and drops the memo: for the
+    /// step's commit.
+    pub fn commit(&self) -> Mutation {
+        let (run, task, entries) = (self.run.clone(), self.task.clone(), self.entries.clone());
+        let apply = Arc::new(move |txn: &WriteTransaction| {
+            let mut journal = txn.open_table(JOURNAL)?;
+            for e in &entries {
+                let json = serde_json::to_string(e).expect("entries serialize");
+                journal.insert((run.as_str(), task.as_str(), e.seq), json.as_str())?;
+            }
+            clear_memo_in(txn, &run, &task)
+        });
+        Mutation::Custom(CustomMutation { label: "workflow.journal", apply })
+    }
+}
+
+fn clear_memo_in(txn: &WriteTransaction, run: &str, task: &str) -> Result<(), StoreError> {
+    let mut memo = txn.open_table(MEMO)?;
+    let seqs: Vec<u32> = memo
+        .range((run, task, 0)..=(run, task, u32::MAX))?
+        .map(|r| r.map(|(k, _)| k.value().2))
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        memo.remove((run, task, seq))?;
+    }
+    Ok(())
+}
+
+/// The write that drops the memo of `task` (an attempt failed: the next
+/// one asks afresh).
+pub fn clear_memo(run: &str, task: &str) -> Mutation {
+    let (run, task) = (run.to_owned(), task.to_owned());
+    let apply = Arc::new(move |txn: &WriteTransaction| clear_memo_in(txn, &run, &task));
+    Mutation::Custom(CustomMutation { label: "workflow.memo.clear", apply })
+}
+
+fn read(
+    store: &Store,
+    table: TableDefinition<(&str, &str, u32), &str>,
+    run: &str,
+    task: &str,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let txn = store.db().begin_read()?;
+    let table = txn.open_table(table)?;
+    let mut out = Vec::new();
+    for item in table.range((run, task, 0)..=(run, task, u32::MAX))? {
+        let (k, v) = item?;
+        out.push(serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt {
+            what: format!("journal entry {run}/{task}#{}", k.value().2),
+            detail: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// The journal of `task` (`step` or `step.item`) of run `run`.
+    pub fn journal(&self, run: &str, task: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        read(self, JOURNAL, run, task)
+    }
+
+    /// Model calls an interrupted attempt of `task` made.
+    pub fn memo(&self, run: &str, task: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        read(self, MEMO, run, task)
+    }
+}
+
+fn lock(journal: &SharedJournal) -> std::sync::MutexGuard<'_, StepJournal> {
+    journal.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `wasi:clocks/wall-clock`, journaled.
+pub struct JournaledWallClock(pub SharedJournal);
+
+impl wasmtime_wasi::HostWallClock for JournaledWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        lock(&self.0).record("clock.wall", Value::Null, Value::from(now.as_nanos() as u64));
+        now
+    }
+}
+
+/// `wasi:clocks/monotonic-clock`, journaled.
+pub struct JournaledMonotonicClock {
+    pub journal: SharedJournal,
+    pub start: std::time::Instant,
+}
+
+impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        let now = self.start.elapsed().as_nanos() as u64;
+        lock(&self.journal).record("clock.monotonic", Value::Null, Value::from(now));
+        now
+    }
+}
+
+/// `wasi:random`, journaled: every value handed out is recorded.
+pub struct JournaledRandom<R> {
+    pub journal: SharedJournal,
+    pub inner: R,
+    pub op: &'static str,
+}
+
+impl<R: rand_core::Rng> rand_core::TryRng for JournaledRandom<R> {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let v = self.inner.next_u32();
+        lock(&self.journal).record(self.op, Value::from("u32"), Value::from(v));
+        Ok(v)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let v = self.inner.next_u64();
+        lock(&self.journal).record(self.op, Value::from("u64"), Value::from(v));
+        Ok(v)
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.inner.fill_bytes(dst);
+        lock(&self.journal).record(self.op, Value::from(dst.len()), Value::from(hex::encode(&*dst)));
+        Ok(())
+    }
+}
