@@ -277,3 +277,65 @@ async fn every_host_call_of_a_step_is_journaled_and_model_answers_survive_a_cras
     let output = resumed.output().unwrap();
     assert_eq!(output[0]["text"], "the answer paid for before the crash", "{output}");
 }
+
+/// A scheduled workflow whose model calls buy no action.
+const COSTLY: &str = r#"
+[trigger]
+kind = "schedule"
+cron = "*/5 * * * *"
+
+[[steps]]
+id = "think"
+agent = "model-caller"
+input = { calls = [{ complete = { tier = "small", user = "$.trigger.topic", temperature_milli = 700 } }] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_workflow_that_spends_without_acting_is_paused_until_resumed() {
+    let peer = peers::openai::OpenAiPeer::start().await;
+    peer.set_usage(peers::openai::UsageReply::Fixed { prompt: 1000, completion: 1000 });
+    let smtp = SmtpPeer::start(None);
+    let payments = PaymentsPeer::start(API_KEY).await;
+    let (dir, path) = common::workspace();
+    let key_file = dir.path().join("stripe_key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let config = format!(
+        "{}\n{}\n[model.providers.hosted]\nkind = \"openai\"\nbase_url = \"{}\"\n\n[model.tiers]\nsmall = [\"hosted/m\"]\n\n\
+         [model.prices.\"hosted/m\"]\ninput_per_million = 1.0\noutput_per_million = 1.0\n\n\
+         [model.pruning]\nmax_cost_per_action = 0.001\nwindow_days = 1\nmin_runs = 2\n",
+        common::TEST_CONFIG,
+        peers::connector_config(&smtp, &payments, &key_file),
+        peer.base_url()
+    );
+    std::fs::write(path.join("keel.toml"), config).unwrap();
+    write_workflows(&path, &[("costly", COSTLY)]);
+    let ws = Workspace::open(&path).unwrap();
+    let rt = ws.runtime().unwrap();
+    common::install(&ws, &rt, common::guests::MODEL_CALLER);
+    let (def, text) = ws.workflow("costly").unwrap();
+    let scheduled = |topic: &str| json!({"topic": topic});
+
+    let first = rt.start_run(&def, &text, scheduled("one"), "schedule", "host").await.unwrap();
+    assert_eq!(rt.drive_run(&first.id).await.unwrap().state, RunState::Succeeded);
+    assert!(ws.store().paused_workflows().unwrap().is_empty(), "one run is not enough evidence (min_runs = 2)");
+    let second = rt.start_run(&def, &text, scheduled("two"), "schedule", "host").await.unwrap();
+    assert_eq!(rt.drive_run(&second.id).await.unwrap().state, RunState::Succeeded);
+
+    let paused = ws.store().paused_workflows().unwrap();
+    let reason = &paused["costly"].reason;
+    assert!(reason.contains("0.004000 EUR and no executed action"), "2 runs x 2000 tokens at 1.0/M: {reason}");
+    let audit = ws.store().audit_tail(10).unwrap();
+    assert!(audit.iter().any(|e| e.operation == "workflow.prune" && e.actor == "host" && e.target == "costly"));
+    let err = rt.start_run(&def, &text, scheduled("three"), "schedule", "host").await.unwrap_err();
+    assert!(err.to_string().contains("keel workflows resume costly"), "{err}");
+    assert_eq!(peer.request_count(), 2, "the paused workflow spent nothing more");
+    // The operator may still run it by hand.
+    rt.start_run(&def, &text, scheduled("by hand"), "manual", "operator").await.unwrap();
+
+    rt.resume_workflow("costly").await.unwrap();
+    assert!(ws.store().paused_workflows().unwrap().is_empty());
+    rt.start_run(&def, &text, scheduled("four"), "schedule", "host").await.expect("resumed");
+    let costs = ws.store().model_costs_since(&keel_host::kernel::ledger::utc_day(keel_host::memory::now_ms())).unwrap();
+    let workflow = costs.iter().find(|(_, s, _)| s == "workflow:costly").expect("costs are kept per workflow");
+    assert_eq!(workflow.2.micros, 4000);
+}

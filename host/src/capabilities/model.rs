@@ -17,6 +17,7 @@ pub struct ModelView<'a> {
     pub caller: &'a Caller,
     pub gate: &'a Gate,
     pub run_id: Option<&'a str>,
+    pub workflow: Option<&'a str>,
     pub journal: Option<&'a SharedJournal>,
 }
 
@@ -31,6 +32,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         caller: &s.caller,
         gate: &s.gate,
         run_id: s.run_id.as_deref(),
+        workflow: s.workflow.as_deref(),
         journal: s.journal.as_ref(),
     })
 }
@@ -80,7 +82,7 @@ fn completion(c: Completed) -> Completion {
 
 impl ModelView<'_> {
     fn scope(&self) -> CallScope<'_> {
-        CallScope { plugin: &self.caller.plugin, run_id: self.run_id }
+        CallScope { plugin: &self.caller.plugin, run_id: self.run_id, workflow: self.workflow }
     }
 
     async fn complete_now(&self, request: CompletionRequest) -> Result<Completion, GuestError> {

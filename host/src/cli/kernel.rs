@@ -165,6 +165,8 @@ pub fn status(ws: &Workspace, json: bool) -> anyhow::Result<()> {
     let counts = store.intent_counts()?;
     let pending = store.approvals(Some(ApprovalStatus::Pending))?;
     let reconcile = store.intents_in(IntentState::NeedsReconcile, 100)?;
+    let paused = store.paused_workflows()?;
+    let waiting_runs = store.runs_in(crate::workflow::runs::RunState::WaitingApproval, 100)?;
     if json {
         let counts: serde_json::Map<String, Value> =
             counts.iter().map(|(s, n)| (s.as_str().to_owned(), Value::from(*n))).collect();
@@ -173,6 +175,8 @@ pub fn status(ws: &Workspace, json: bool) -> anyhow::Result<()> {
             "intents": counts,
             "pending_approvals": pending.iter().map(|a| a.id).collect::<Vec<_>>(),
             "needs_reconcile": reconcile.iter().map(|i| &i.key).collect::<Vec<_>>(),
+            "paused_workflows": paused,
+            "runs_waiting_approval": waiting_runs.iter().map(|r| &r.id).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -190,6 +194,12 @@ pub fn status(ws: &Workspace, json: bool) -> anyhow::Result<()> {
         counts.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{n} {}", s.as_str())).collect();
     println!("outbox: {}", if summary.is_empty() { "empty".to_owned() } else { summary.join(", ") });
     println!("approvals waiting: {}", pending.len());
+    if !waiting_runs.is_empty() {
+        println!("runs waiting for approval: {}", waiting_runs.len());
+    }
+    for (name, p) in &paused {
+        println!("workflow {name} PAUSED by {}: {}; `keel workflows resume {name}` lifts it", p.by, p.reason);
+    }
     for i in &reconcile {
         println!(
             "needs reconcile: {} ({} via {}): {}",

@@ -115,12 +115,9 @@ pub enum Command {
     /// Workflow runs: list, show, cancel, pause, resume, recover.
     #[command(subcommand)]
     Runs(workflows::RunsCommand),
-    /// The workflows in workflows/*.toml, checked, with triggers and steps.
-    Workflows {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// The workflows in workflows/*.toml, checked, with triggers, steps
+    /// and whether pruning paused them; `resume NAME` lifts a pause.
+    Workflows(workflows::WorkflowsArgs),
 }
 
 /// Entry point of the `keel` binary.
@@ -191,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cache(cmd) => models::cache(&open()?, cmd).await?,
         Command::Run(args) => workflows::run(&open()?, args).await?,
         Command::Runs(cmd) => workflows::runs(&open()?, cmd).await?,
-        Command::Workflows { json } => workflows::list(&open()?, json)?,
+        Command::Workflows(args) => workflows::workflows(&open()?, args).await?,
     }
     Ok(exit::OK)
 }

@@ -54,6 +54,7 @@ struct CostReport {
     days: Vec<Line>,
     plugins: Vec<Line>,
     models: Vec<Line>,
+    workflows: Vec<Line>,
     runs: Vec<Line>,
 }
 
@@ -74,9 +75,25 @@ fn cost_report(ws: &Workspace, days: u64) -> anyhow::Result<CostReport> {
         }
     }
     let mut useful: BTreeMap<String, u64> = BTreeMap::new();
+    let mut useful_by_workflow: BTreeMap<String, u64> = BTreeMap::new();
+    let mut workflow_of: BTreeMap<String, Option<String>> = BTreeMap::new();
     for intent in ws.store().intents_in(IntentState::Executed, usize::MAX)? {
-        if utc_day(intent.updated_at_ms) >= since_day {
-            *useful.entry(intent.plugin).or_default() += 1;
+        if utc_day(intent.updated_at_ms) < since_day {
+            continue;
+        }
+        *useful.entry(intent.plugin).or_default() += 1;
+        // Keys of workflow steps start with their run id.
+        let run = intent.key.split('/').next().unwrap_or_default().to_owned();
+        let workflow = match workflow_of.get(&run) {
+            Some(w) => w.clone(),
+            None => {
+                let w = ws.store().run(&run)?.map(|r| r.workflow);
+                workflow_of.insert(run, w.clone());
+                w
+            }
+        };
+        if let Some(w) = workflow {
+            *useful_by_workflow.entry(w).or_default() += 1;
         }
     }
     let mut total = Totals::default();
@@ -95,6 +112,12 @@ fn cost_report(ws: &Workspace, days: u64) -> anyhow::Result<CostReport> {
         line.useful_actions = Some(actions);
         line.micros_per_useful_action = per_action(line.totals.micros, actions);
     }
+    let mut workflows = lines("workflow:");
+    for line in &mut workflows {
+        let actions = useful_by_workflow.get(&line.name).copied().unwrap_or(0);
+        line.useful_actions = Some(actions);
+        line.micros_per_useful_action = per_action(line.totals.micros, actions);
+    }
     Ok(CostReport {
         currency: ws.config().policy.currency.clone(),
         since_day,
@@ -104,6 +127,7 @@ fn cost_report(ws: &Workspace, days: u64) -> anyhow::Result<CostReport> {
         days: by_day.into_iter().map(|(name, totals)| Line { name, totals, ..Line::default() }).collect(),
         plugins,
         models: lines("model:"),
+        workflows,
         runs: lines("run:"),
     })
 }

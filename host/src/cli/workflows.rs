@@ -63,6 +63,37 @@ pub enum RunsCommand {
     Recover,
 }
 
+#[derive(Debug, Args)]
+pub struct WorkflowsArgs {
+    #[command(subcommand)]
+    pub command: Option<WorkflowsCommand>,
+    /// Print JSON (listing).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Lift the pause pruning put on a workflow and resume its paused
+    /// runs. Audited.
+    Resume { name: String },
+}
+
+/// `keel workflows [resume NAME]`.
+pub async fn workflows(ws: &Workspace, args: WorkflowsArgs) -> anyhow::Result<()> {
+    match args.command {
+        None => list(ws, args.json),
+        Some(WorkflowsCommand::Resume { name }) => {
+            let resumed = ws.runtime()?.resume_workflow(&name).await?;
+            println!("workflow {name} resumed; its triggers start runs again");
+            for run in &resumed {
+                println!("  run {}: {}", run.id, run.state.as_str());
+            }
+            Ok(())
+        }
+    }
+}
+
 fn read_input(text: String) -> anyhow::Result<Value> {
     let text = match text.strip_prefix('@') {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read --input file {file}"))?,
@@ -212,8 +243,9 @@ pub async fn continue_waiting(runtime: &Runtime) -> anyhow::Result<()> {
 }
 
 /// `keel workflows`: each definition, its trigger and steps, checked.
-pub fn list(ws: &Workspace, json: bool) -> anyhow::Result<()> {
+fn list(ws: &Workspace, json: bool) -> anyhow::Result<()> {
     let defs = ws.workflows()?;
+    let paused = ws.store().paused_workflows()?;
     if json {
         let list: Vec<Value> = defs
             .iter()
@@ -222,6 +254,7 @@ pub fn list(ws: &Workspace, json: bool) -> anyhow::Result<()> {
                     "name": d.name,
                     "description": d.description,
                     "trigger": trigger_name(&d.trigger),
+                    "paused": paused.get(&d.name).map(|p| &p.reason),
                     "steps": d.steps.iter().map(|s| serde_json::json!({"id": s.id, "agent": s.agent})).collect::<Vec<_>>(),
                 })
             })
@@ -236,6 +269,9 @@ pub fn list(ws: &Workspace, json: bool) -> anyhow::Result<()> {
         let steps: Vec<String> = def.steps.iter().map(|s| format!("{} ({})", s.id, s.agent)).collect();
         println!("{:<20} triggered by {}", def.name, trigger_name(&def.trigger));
         println!("{:<20} steps: {}", "", steps.join(" -> "));
+        if let Some(p) = paused.get(&def.name) {
+            println!("{:<20} PAUSED by {}: {}; `keel workflows resume {}` lifts it", "", p.by, p.reason, def.name);
+        }
     }
     Ok(())
 }

@@ -36,6 +36,32 @@ pub struct ModelConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Pausing background workflows whose model spend buys too little.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruning: Option<PruningConfig>,
+}
+
+/// `[model.pruning]`: a background workflow (any trigger but manual) whose
+/// model cost per useful action over the last `window_days` exceeds
+/// `max_cost_per_action` is paused for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruningConfig {
+    /// Currency units per executed action.
+    pub max_cost_per_action: f64,
+    /// UTC days looked back, today included (1 to 90).
+    #[serde(default = "default_window_days")]
+    pub window_days: u64,
+    /// Finished runs in the window before judging (at least 1).
+    #[serde(default = "default_min_runs")]
+    pub min_runs: u32,
+}
+
+fn default_window_days() -> u64 {
+    7
+}
+fn default_min_runs() -> u32 {
+    3
 }
 
 /// `[model.batch]`: background embeddings (`embed-background`) for the same
@@ -248,6 +274,20 @@ impl ModelConfig {
         }
         if c.max_entries == 0 {
             return Err("`model.cache.max_entries` = 0: use enabled = false to turn the cache off".into());
+        }
+        if let Some(p) = &self.pruning {
+            to_micros(p.max_cost_per_action).ok_or_else(|| {
+                format!(
+                    "`model.pruning.max_cost_per_action` = {} must be 0 or more, in currency units",
+                    p.max_cost_per_action
+                )
+            })?;
+            if !(1..=90).contains(&p.window_days) {
+                return Err(format!("`model.pruning.window_days` = {} is out of range: use 1 to 90", p.window_days));
+            }
+            if p.min_runs == 0 {
+                return Err("`model.pruning.min_runs` = 0: judge after at least 1 run".into());
+            }
         }
         let batch = &self.batch;
         if batch.window_ms > 1000 {

@@ -33,6 +33,7 @@ pub const MAX_EMBED_TEXTS: usize = 256;
 pub struct CallScope<'a> {
     pub plugin: &'a str,
     pub run_id: Option<&'a str>,
+    pub workflow: Option<&'a str>,
 }
 
 /// A completion as the plugin sees it.
@@ -216,6 +217,9 @@ impl ModelService {
         rows.push((plugin_scope(scope.plugin), total));
         if let Some(run) = scope.run_id {
             rows.push((format!("run:{run}"), total));
+        }
+        if let Some(workflow) = scope.workflow {
+            rows.push((format!("workflow:{workflow}"), total));
         }
         rows
     }

@@ -67,6 +67,13 @@ impl CallError {
     }
 }
 
+/// What a call made for a workflow step carries.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub workflow: String,
+    pub journal: SharedJournal,
+}
+
 /// Writes to land with a successful call's own; see [`Runtime::call_task`].
 pub type FinishTask<'a> = dyn Fn(&Outcome) -> (Vec<Mutation>, AuditEntry) + Send + Sync + 'a;
 
@@ -91,21 +98,23 @@ impl Runtime {
         self.call_task(plugin, task, None, None).await
     }
 
-    /// Runs `task` on `plugin`, recording its host calls in `journal` if
-    /// given. If it succeeds, `finish` adds writes (and their audit entry)
-    /// that land in the same commit as the call's own: a workflow step
-    /// records its output and journal atomically with its effects.
+    /// Runs `task` on `plugin`; for a workflow step, `step` names the
+    /// workflow (costs are counted against it) and the journal its host
+    /// calls are recorded in. If it succeeds, `finish` adds writes (and
+    /// their audit entry) that land in the same commit as the call's own: a
+    /// workflow step records its output and journal atomically with its
+    /// effects.
     pub async fn call_task(
         &self,
         plugin: &PreparedPlugin,
         task: Task,
         finish: Option<&FinishTask<'_>>,
-        journal: Option<SharedJournal>,
+        step: Option<StepContext>,
     ) -> Result<Outcome, CallError> {
         let span = tracing::info_span!("keel.call", plugin = %plugin.record.name, task = %task.id);
         let gate = self.gate.for_call();
         let task_id = task.id.clone();
-        let result = self.run_task(plugin, task, &gate, finish, journal).instrument(span).await;
+        let result = self.run_task(plugin, task, &gate, finish, step).instrument(span).await;
         // Committed or dropped by now: the call's spend is no longer in flight.
         gate.kernel().ledger().release(&task_id);
         gate.flush().await?;
@@ -118,13 +127,12 @@ impl Runtime {
         task: Task,
         gate: &Gate,
         finish: Option<&FinishTask<'_>>,
-        journal: Option<SharedJournal>,
+        step: Option<StepContext>,
     ) -> Result<Outcome, CallError> {
         let name = plugin.record.name.as_str();
 
         let plane = self.plane.clone();
-        let state =
-            HostState::new(plugin.caller.clone(), gate.clone(), plane, self.limits.memory_bytes, &task, journal);
+        let state = HostState::new(plugin.caller.clone(), gate.clone(), plane, self.limits.memory_bytes, &task, step);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         super::engine::yield_every_tick_until(&mut store, self.limits.call_timeout);

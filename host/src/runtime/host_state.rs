@@ -32,6 +32,8 @@ pub struct HostState {
     pub(crate) proposals: u32,
     /// For a workflow step: every host call, recorded.
     pub(crate) journal: Option<SharedJournal>,
+    /// For a workflow step: its workflow.
+    pub(crate) workflow: Option<String>,
 }
 
 /// Guest stderr kept per call, for trap messages and debug logs.
@@ -44,8 +46,9 @@ impl HostState {
         plane: Arc<MemoryPlane>,
         memory_bytes: usize,
         task: &crate::bindings::keel::plugin::types::Task,
-        journal: Option<SharedJournal>,
+        step: Option<super::StepContext>,
     ) -> HostState {
+        let (workflow, journal) = step.map(|s| (s.workflow, s.journal)).unzip();
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_BYTES);
         HostState {
             wasi: minimal_wasi(stderr.clone(), journal.as_ref()),
@@ -60,6 +63,7 @@ impl HostState {
             run_id: task.run_id.clone(),
             proposals: 0,
             journal,
+            workflow,
         }
     }
 }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-pub use call::{CallError, FinishTask};
+pub use call::{CallError, FinishTask, StepContext};
 pub use compile_cache::{CacheOutcome, CompileCache};
 pub use host_state::HostState;
 pub use limits::Limits;

@@ -22,7 +22,7 @@ use crate::kernel::outbox::IntentState;
 use crate::memory::audit::AuditEntry;
 use crate::memory::committer::{Batch, CustomMutation, Mutation};
 use crate::memory::now_ms;
-use crate::runtime::{CallError, Runtime};
+use crate::runtime::{CallError, Runtime, StepContext};
 
 /// The definition a run started with.
 pub fn definition_of(run: &Run) -> Result<WorkflowDef, WorkflowError> {
@@ -72,6 +72,11 @@ impl Runtime {
         trigger: &str,
         actor: &str,
     ) -> Result<Run, WorkflowError> {
+        if trigger != "manual"
+            && let Some(paused) = self.store().paused_workflows()?.remove(&def.name)
+        {
+            return Err(WorkflowError::Paused { name: def.name.clone(), reason: paused.reason });
+        }
         let now = now_ms();
         let run = Run {
             id: runs::new_run_id(),
@@ -226,7 +231,8 @@ impl Runtime {
                 mutations.push(recorded.lock().unwrap_or_else(|e| e.into_inner()).commit());
                 (mutations, entry)
             };
-            let call = self.call_task(&plugin, task, Some(&finish_and_journal), Some(journal));
+            let step_context = StepContext { workflow: run.workflow.clone(), journal };
+            let call = self.call_task(&plugin, task, Some(&finish_and_journal), Some(step_context));
             let result = match step.timeout_ms {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
                     Ok(r) => r,
@@ -409,6 +415,9 @@ impl Runtime {
             (_, None) => AuditEntry::allowed("host", "workflow.finish", target).with_reason(state.as_str()),
         };
         self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
+        if run.trigger != "manual" {
+            self.prune_if_costly(&run.workflow).await?;
+        }
         self.store().run(&run.id)?.ok_or_else(|| WorkflowError::NoSuchRun(run.id.clone()))
     }
 }

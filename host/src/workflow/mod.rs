@@ -5,6 +5,7 @@
 pub mod definition;
 pub mod engine;
 pub mod journal;
+pub mod pruning;
 pub mod runs;
 pub mod saga;
 pub mod schedule;
@@ -17,6 +18,7 @@ use runs::RunState;
 /// Creates the workflow tables; called when the database is opened.
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     runs::create_tables(txn)?;
+    pruning::create_tables(txn)?;
     journal::create_tables(txn)
 }
 
@@ -35,6 +37,8 @@ pub enum WorkflowError {
     NotPausable { id: String, state: RunState },
     #[error("run {id} is {}, not paused: `keel runs pause {id}` first", state.as_str())]
     NotPaused { id: String, state: RunState },
+    #[error("workflow `{name}` is paused ({reason}): `keel workflows resume {name}` lifts it")]
+    Paused { name: String, reason: String },
     #[error("invalid run input: {0}")]
     Input(String),
     #[error(transparent)]
