@@ -339,3 +339,65 @@ async fn a_background_workflow_that_spends_without_acting_is_paused_until_resume
     let workflow = costs.iter().find(|(_, s, _)| s == "workflow:costly").expect("costs are kept per workflow");
     assert_eq!(workflow.2.micros, 4000);
 }
+
+/// Step `decide` only passes its input on; a counterfactual agent that acts
+/// on it decides differently.
+const DECIDE: &str = r#"
+[[steps]]
+id = "decide"
+agent = "echo"
+input = { proposals = [{ kind = "payments.charge", amount = 100, currency = "EUR", payload = { amount = 100, currency = "EUR", customer = "cus_9" } }] }
+
+[[steps]]
+id = "ask"
+agent = "model-caller"
+input = { calls = [{ complete = { tier = "small", user = "Summarise: we met Acme today", temperature_milli = 700 } }] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_is_identical_and_a_changed_agent_shows_where_it_decides_differently() {
+    let h = host(&[("decide", DECIDE)]).await;
+    common::install(&h.ws, &h.rt, common::guests::MODEL_CALLER);
+    let done = run(&h, "decide", json!({})).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    let audit_before = h.ws.store().audit_tail(1).unwrap()[0].seq;
+
+    let same = h.rt.replay_run(&done.id, &Default::default()).await.unwrap();
+    assert!(same.identical(), "{same:?}");
+    assert_eq!(same.steps.len(), 2);
+    let audit_after = h.ws.store().audit_tail(1).unwrap()[0].seq;
+    assert_eq!(audit_before, audit_after, "a replay writes nothing: no model spend, no memory, no audit");
+
+    let swap = [("echo".to_owned(), std::path::PathBuf::from(common::guests::PROPOSER))].into();
+    let changed = h.rt.replay_run(&done.id, &swap).await.unwrap();
+    assert!(!changed.identical());
+    let first = changed.first_difference().unwrap();
+    assert_eq!(first.task, "decide");
+    let divergence = first.divergence.as_ref().expect("the proposer makes a call echo never made");
+    assert_eq!((divergence.seq, divergence.actual_op.as_str()), (0, "actions.propose"));
+    assert_eq!(divergence.actual_request["kind"], "payments.charge");
+    assert!(divergence.expected.is_none(), "the original made no call there");
+    assert!(changed.steps[1].identical, "later steps are judged on their own journals");
+    assert!(h.payments.charges().len() == 0, "a replay never executes effects");
+
+    // The CLI says the same, and exits 1 on a difference.
+    let root = h.ws.root().to_path_buf();
+    let Host { ws, rt, .. } = h;
+    drop(rt);
+    drop(ws);
+    let out = common::keel(&root, &["replay", &done.id]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("identical (2 steps replayed)"), "{}", common::stdout(&out));
+    let agent = format!("echo={}", common::guests::PROPOSER);
+    let out = common::keel(&root, &["replay", &done.id, "--agent", &agent]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = common::stdout(&out);
+    assert!(text.contains("decide") && text.contains("now actions.propose"), "{text}");
+    let out = common::keel(&root, &["audit", "sample", "--runs", "5"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains("sampled 1 of 1 recent finished runs: 0 would decide differently"),
+        "{}",
+        common::stdout(&out)
+    );
+}

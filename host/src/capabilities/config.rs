@@ -58,10 +58,16 @@ impl config::Host for ConfigView<'_> {
         let _span = tracing::debug_span!("keel.config.get_secret", plugin = %self.caller.plugin).entered();
         let result = self.secret(&name);
         if let Some(journal) = self.journal {
-            // The outcome, never the value.
-            let outcome = result.as_ref().map(|_| "<redacted>").map_err(|e| e.to_string());
-            let recorded = serde_json::to_value(outcome).unwrap_or_default();
-            journal.lock().unwrap_or_else(|e| e.into_inner()).record("config.get-secret", name.into(), recorded);
+            let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+            if journal.is_replay() {
+                // The value is read live; the journal only keeps its place.
+                journal.replayed("config.get-secret", &name.into());
+            } else {
+                // The outcome, never the value.
+                let outcome = result.as_ref().map(|_| "<redacted>").map_err(|e| e.to_string());
+                let recorded = serde_json::to_value(outcome).unwrap_or_default();
+                journal.record("config.get-secret", name.into(), recorded);
+            }
         }
         Ok(result)
     }

@@ -22,15 +22,15 @@ use crate::workflow::journal::SharedJournal;
 /// crash interrupted; see `workflow::journal`).
 /// `request` is the call's arguments as JSON, computed only when there is a
 /// journal.
-pub(crate) fn journaled<T: Serialize + DeserializeOwned>(
+pub(crate) fn journaled<T: Serialize + DeserializeOwned + Stub>(
     journal: Option<&SharedJournal>,
     op: &str,
     request: Option<Value>,
     call: impl FnOnce() -> T,
 ) -> T {
     let (Some(journal), Some(request)) = (journal, request) else { return call() };
-    if let Some(result) = lock(journal).memo_for(op, &request).and_then(|v| serde_json::from_value(v).ok()) {
-        return result;
+    if let Some(answer) = recorded_answer(journal, op, &request) {
+        return answer;
     }
     let result = call();
     lock(journal).record(op, request, serde_json::to_value(&result).unwrap_or(Value::Null));
@@ -38,19 +38,46 @@ pub(crate) fn journaled<T: Serialize + DeserializeOwned>(
 }
 
 /// [`journaled`] for host calls that wait.
-pub(crate) async fn journaled_async<T: Serialize + DeserializeOwned, F: Future<Output = T>>(
+pub(crate) async fn journaled_async<T: Serialize + DeserializeOwned + Stub, F: Future<Output = T>>(
     journal: Option<&SharedJournal>,
     op: &str,
     request: Option<Value>,
     call: impl FnOnce() -> F,
 ) -> T {
     let (Some(journal), Some(request)) = (journal, request) else { return call().await };
-    if let Some(result) = lock(journal).memo_for(op, &request).and_then(|v| serde_json::from_value(v).ok()) {
-        return result;
+    if let Some(answer) = recorded_answer(journal, op, &request) {
+        return answer;
     }
     let result = call().await;
     lock(journal).record(op, request, serde_json::to_value(&result).unwrap_or(Value::Null));
     result
+}
+
+/// A host call's answer that does not come from making it: replayed from
+/// the journal, stubbed (a replay that diverged makes no effects), or
+/// memoized from an interrupted attempt.
+fn recorded_answer<T: DeserializeOwned + Stub>(journal: &SharedJournal, op: &str, request: &Value) -> Option<T> {
+    let mut journal = lock(journal);
+    if journal.is_replay() {
+        if let Some(result) = journal.replayed(op, request) {
+            return Some(serde_json::from_value(result).unwrap_or_else(|_| T::stub(op)));
+        }
+        return crate::workflow::journal::has_effects(op).then(|| T::stub(op));
+    }
+    journal.memo_for(op, request).and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// What a host call answers when a replay does not make it.
+pub(crate) trait Stub {
+    fn stub(op: &str) -> Self;
+}
+
+impl<T> Stub for Result<T, crate::bindings::GuestError> {
+    fn stub(op: &str) -> Self {
+        Err(crate::bindings::GuestError::Unavailable(format!(
+            "replay: `{op}` has effects, and a replay makes none once it leaves the recorded path"
+        )))
+    }
 }
 
 fn lock(journal: &SharedJournal) -> std::sync::MutexGuard<'_, crate::workflow::journal::StepJournal> {

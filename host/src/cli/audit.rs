@@ -33,11 +33,26 @@ pub enum AuditCommand {
         #[arg(long, required = true)]
         jsonl: bool,
     },
+    /// Replay a random sample of recent finished runs against their
+    /// journals with the agents installed now, and report drift: steps
+    /// that would decide differently today. Exits 1 on drift.
+    Sample {
+        /// How many runs.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Sample among this many most recent runs.
+        #[arg(long, default_value_t = 500)]
+        recent: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(ws: &Workspace, cmd: AuditCommand) -> anyhow::Result<()> {
+pub async fn run(ws: &Workspace, cmd: AuditCommand) -> anyhow::Result<u8> {
     let store = ws.store();
     match cmd {
+        AuditCommand::Sample { runs, recent, json } => return sample(ws, runs, recent, json).await,
         AuditCommand::Tail { count, json } => {
             for entry in store.audit_tail(count)? {
                 if json {
@@ -63,7 +78,41 @@ pub fn run(ws: &Workspace, cmd: AuditCommand) -> anyhow::Result<()> {
             store.audit_for_each(|e| writeln!(out, "{}", serde_json::to_string(e).expect("entries serialize")))?;
         }
     }
-    Ok(())
+    Ok(crate::cli::exit::OK)
+}
+
+/// `keel audit sample`: replays a random sample of recent finished runs.
+async fn sample(ws: &Workspace, runs: usize, recent: usize, json: bool) -> anyhow::Result<u8> {
+    use rand::seq::IndexedRandom;
+
+    let finished: Vec<_> = ws.store().recent_runs(recent)?.into_iter().filter(|r| r.state.is_finished()).collect();
+    if finished.is_empty() {
+        println!("no finished runs to sample: runs appear here once workflows have run (`keel run NAME`)");
+        return Ok(crate::cli::exit::OK);
+    }
+    let chosen: Vec<_> = finished.sample(&mut rand::rng(), runs).collect();
+    let runtime = ws.runtime()?;
+    let mut reports = Vec::new();
+    for run in &chosen {
+        reports.push(runtime.replay_run(&run.id, &Default::default()).await?);
+    }
+    let drifted = reports.iter().filter(|r| !r.identical()).count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            super::workflows::print_replay(report);
+        }
+        println!(
+            "sampled {} of {} recent finished runs: {drifted} would decide differently today",
+            reports.len(),
+            finished.len()
+        );
+    }
+    let entry = AuditEntry::allowed("operator", "audit.sample", format!("{} runs", reports.len()))
+        .with_reason(format!("{drifted} drifted"));
+    ws.store().commit(crate::memory::committer::Batch::audit_only(entry)).await?;
+    Ok(if drifted == 0 { crate::cli::exit::OK } else { crate::cli::exit::ERROR })
 }
 
 fn format_entry(e: &AuditEntry) -> String {

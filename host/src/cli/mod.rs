@@ -10,7 +10,7 @@ mod memory;
 mod models;
 mod plugins;
 mod progress;
-mod workflows;
+pub(crate) mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +115,10 @@ pub enum Command {
     /// Workflow runs: list, show, cancel, pause, resume, recover.
     #[command(subcommand)]
     Runs(workflows::RunsCommand),
+    /// Replay a finished run against its journal (no effects) and report
+    /// whether every step decides the same; `--agent NAME=PATH` swaps in
+    /// another component. Exits 1 if anything differs.
+    Replay(workflows::ReplayArgs),
     /// The workflows in workflows/*.toml, checked, with triggers, steps
     /// and whether pruning paused them; `resume NAME` lifts a pause.
     Workflows(workflows::WorkflowsArgs),
@@ -173,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Call(args) => call::call(&open()?, args).await?,
         Command::Remove { name } => plugins::remove(&open()?, &name)?,
         Command::Pack(args) => plugins::pack(args)?,
-        Command::Audit(cmd) => audit::run(&open()?, cmd)?,
+        Command::Audit(cmd) => return audit::run(&open()?, cmd).await,
         Command::Memory(cmd) => memory::run(&open()?, cmd)?,
         Command::Bench(args) => bench::run(args).await?,
         Command::Approvals(cmd) => kernel::approvals(&open()?, cmd)?,
@@ -189,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => workflows::run(&open()?, args).await?,
         Command::Runs(cmd) => workflows::runs(&open()?, cmd).await?,
         Command::Workflows(args) => workflows::workflows(&open()?, args).await?,
+        Command::Replay(args) => return workflows::replay(&open()?, args).await,
     }
     Ok(exit::OK)
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::memory::now_ms;
 use crate::runtime::Runtime;
 use crate::workflow::definition::Trigger;
+use crate::workflow::replay::ReplayReport;
 use crate::workflow::runs::{Run, RunState, StepStatus};
 use crate::workspace::Workspace;
 
@@ -21,6 +22,10 @@ pub struct RunArgs {
     /// Print the finished run as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Only record the run and print its id; `keel runs recover` (or
+    /// `keel serve`) drives it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +99,69 @@ pub async fn workflows(ws: &Workspace, args: WorkflowsArgs) -> anyhow::Result<()
     }
 }
 
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The finished run to replay.
+    pub run: String,
+    /// Replay with this component in place of an installed agent (a
+    /// counterfactual): NAME=PATH.wasm. Repeatable.
+    #[arg(long = "agent", value_name = "NAME=PATH")]
+    pub agents: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keel replay RUN`.
+pub async fn replay(ws: &Workspace, args: ReplayArgs) -> anyhow::Result<u8> {
+    let mut agents = std::collections::BTreeMap::new();
+    for spec in &args.agents {
+        let (name, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--agent {spec}: write NAME=PATH, e.g. --agent planner=build/planner.wasm"))?;
+        agents.insert(name.to_owned(), std::path::PathBuf::from(path));
+    }
+    let report = ws.runtime()?.replay_run(&args.run, &agents).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_replay(&report);
+    }
+    Ok(if report.identical() { crate::cli::exit::OK } else { crate::cli::exit::ERROR })
+}
+
+pub(super) fn print_replay(report: &ReplayReport) {
+    if report.identical() {
+        println!("run {} of {}: identical ({} steps replayed)", report.run, report.workflow, report.steps.len());
+        return;
+    }
+    println!("run {} of {}: DIFFERS", report.run, report.workflow);
+    for step in &report.steps {
+        if step.identical {
+            println!("  {:<20} identical", step.task);
+            continue;
+        }
+        let versions = if step.recorded_version == step.replayed_version {
+            format!("{}@{}", step.agent, step.replayed_version)
+        } else {
+            format!("{}@{} (was {})", step.agent, step.replayed_version, step.recorded_version)
+        };
+        println!("  {:<20} differs ({versions})", step.task);
+        if let Some(d) = &step.divergence {
+            let expected =
+                d.expected.as_ref().map_or("no further call".to_owned(), |e| format!("{} {}", e.op, e.request));
+            println!("  {:<20} at call #{}: recorded {expected}", "", d.seq);
+            println!("  {:<20} {:>width$} now {} {}", "", "", d.actual_op, d.actual_request, width = 0);
+        }
+        let now = match &step.replayed_output {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        println!("  {:<20} recorded output: {}", "", step.recorded_output);
+        println!("  {:<20} replayed output: {now}", "");
+    }
+}
+
 fn read_input(text: String) -> anyhow::Result<Value> {
     let text = match text.strip_prefix('@') {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read --input file {file}"))?,
@@ -111,6 +179,10 @@ pub async fn run(ws: &Workspace, args: RunArgs) -> anyhow::Result<()> {
     }
     let runtime = ws.runtime()?;
     let run = runtime.start_run(&def, &text, input, "manual", "operator").await?;
+    if args.no_wait {
+        println!("{}", run.id);
+        return Ok(());
+    }
     eprintln!("run {} of {} started", run.id, def.name);
     let run = runtime.drive_run(&run.id).await?;
     report(&run, args.json)?;

@@ -72,6 +72,8 @@ impl CallError {
 pub struct StepContext {
     pub workflow: String,
     pub journal: SharedJournal,
+    /// A replay: nothing the call writes is committed.
+    pub dry_run: bool,
 }
 
 /// Writes to land with a successful call's own; see [`Runtime::call_task`].
@@ -132,6 +134,7 @@ impl Runtime {
         let name = plugin.record.name.as_str();
 
         let plane = self.plane.clone();
+        let dry_run = step.as_ref().is_some_and(|s| s.dry_run);
         let state = HostState::new(plugin.caller.clone(), gate.clone(), plane, self.limits.memory_bytes, &task, step);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -167,6 +170,9 @@ impl Runtime {
                 size: outcome.output.len(),
                 limit: self.limits.output_bytes,
             });
+        }
+        if dry_run {
+            return Ok(outcome);
         }
         // The call succeeded: its writes land now, together, durably.
         let mut writes = std::mem::take(&mut store.data_mut().writes);

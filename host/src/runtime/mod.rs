@@ -231,6 +231,35 @@ impl Runtime {
         Ok(kinds)
     }
 
+    /// Prepares the component at `path` to run in place of installed agent
+    /// `name`, with that agent's grants (for a counterfactual replay; it is
+    /// not installed).
+    pub fn prepare_file(
+        &self,
+        path: &Path,
+        name: &str,
+        progress: &dyn CompileProgress,
+    ) -> Result<PreparedPlugin, CallError> {
+        let mut record = self.store().plugin_get(name)?.ok_or_else(|| CallError::NotInstalled { name: name.into() })?;
+        let load_err = |detail: String| CallError::Load { plugin: name.into(), detail };
+        let bytes = std::fs::read(path).map_err(|e| load_err(format!("cannot read {}: {e}", path.display())))?;
+        let sha256 = sha256_hex(&bytes);
+        let label = path.display().to_string();
+        let component = self.compile(&bytes, &sha256, &label, progress).map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = AgentPre::new(pre).map_err(|e| load_err(format!("{e:#}")))?;
+        if let Ok(manifest) = inspect::read_manifest(&bytes, path, None) {
+            record.version = manifest.version;
+        }
+        record.sha256 = sha256;
+        let caller = Caller {
+            plugin: record.name.clone(),
+            version: record.version.clone(),
+            grants: Arc::new(record.grants.clone()),
+        };
+        Ok(PreparedPlugin { record, caller, pre })
+    }
+
     /// Returns the prepared plugin `name`, compiling it on first use.
     pub fn prepare(&self, name: &str, progress: &dyn CompileProgress) -> Result<Arc<PreparedPlugin>, CallError> {
         let record = self.store().plugin_get(name)?.ok_or_else(|| CallError::NotInstalled { name: name.into() })?;

@@ -226,12 +226,12 @@ impl Runtime {
             let memo = self.store().memo(&run.id, &task_key).map_err(|e| e.to_string())?;
             let journal = StepJournal::new(&run.id, &task_key, memo).shared();
             let recorded = journal.clone();
-            let finish_and_journal = move |outcome: &Outcome| {
+            let finish_and_journal = |outcome: &Outcome| {
                 let (mut mutations, entry) = finish(outcome);
-                mutations.push(recorded.lock().unwrap_or_else(|e| e.into_inner()).commit());
+                mutations.push(recorded.lock().unwrap_or_else(|e| e.into_inner()).commit(&input));
                 (mutations, entry)
             };
-            let step_context = StepContext { workflow: run.workflow.clone(), journal };
+            let step_context = StepContext { workflow: run.workflow.clone(), journal, dry_run: false };
             let call = self.call_task(&plugin, task, Some(&finish_and_journal), Some(step_context));
             let result = match step.timeout_ms {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {

@@ -27,10 +27,13 @@ use crate::memory::{Store, StoreError};
 const JOURNAL: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("workflow_journal");
 /// (run, task, seq) -> entry: model calls of a step not committed yet.
 const MEMO: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("workflow_memo");
+/// (run, task) -> the input the task was given, for replays.
+const INPUTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("workflow_inputs");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(JOURNAL)?;
     txn.open_table(MEMO)?;
+    txn.open_table(INPUTS)?;
     Ok(())
 }
 
@@ -59,6 +62,43 @@ pub struct StepJournal {
     memo: VecDeque<JournalEntry>,
     /// Memo writes to land at once (money was spent).
     pending_memo: Vec<JournalEntry>,
+    /// Replaying a recorded journal instead of recording one.
+    replay: Option<Replay>,
+}
+
+/// A recorded journal being fed back to a fresh instance.
+#[derive(Debug)]
+struct Replay {
+    recorded: Vec<JournalEntry>,
+    next: usize,
+    divergence: Option<Divergence>,
+}
+
+/// Where a replayed step first did something other than what was recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    /// The call's position in the journal.
+    pub seq: u32,
+    /// What was recorded there (none: the original made no more calls).
+    pub expected: Option<JournalEntry>,
+    pub actual_op: String,
+    pub actual_request: Value,
+}
+
+/// Host calls with effects (writes, proposals, money). After a replay
+/// diverges they are not made: the guest gets `unavailable`.
+pub fn has_effects(op: &str) -> bool {
+    matches!(
+        op,
+        "memory.put"
+            | "memory.put-expiring"
+            | "memory.delete"
+            | "memory.put-record"
+            | "memory.delete-record"
+            | "memory.remember"
+            | "memory.forget"
+            | "actions.propose"
+    ) || op.starts_with("model.")
 }
 
 /// Shared by the host state and the WASI clocks and generators of a call.
@@ -74,7 +114,58 @@ impl StepJournal {
             entries: Vec::new(),
             memo: memo.into(),
             pending_memo: Vec::new(),
+            replay: None,
         }
+    }
+
+    /// A journal that feeds `recorded` back to a replayed step.
+    pub fn replaying(run: &str, task: &str, recorded: Vec<JournalEntry>) -> StepJournal {
+        let mut journal = StepJournal::new(run, task, Vec::new());
+        journal.replay = Some(Replay { recorded, next: 0, divergence: None });
+        journal
+    }
+
+    pub fn is_replay(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// In a replay: the recorded result of this call if it is the call
+    /// recorded next; otherwise notes the first divergence and returns
+    /// `None` (the call is then answered live, or stubbed if it has
+    /// effects).
+    pub fn replayed(&mut self, op: &str, request: &Value) -> Option<Value> {
+        let seq = self.entries.len() as u32;
+        let replay = self.replay.as_mut()?;
+        if replay.divergence.is_none() {
+            let expected = replay.recorded.get(replay.next);
+            if expected.is_some_and(|e| e.op == op && &e.request == request) {
+                let result = expected.map(|e| e.result.clone());
+                replay.next += 1;
+                self.push(op, request.clone(), result.clone().unwrap_or_default(), false);
+                return result;
+            }
+            replay.divergence = Some(Divergence {
+                seq,
+                expected: expected.cloned(),
+                actual_op: op.to_owned(),
+                actual_request: request.clone(),
+            });
+        }
+        None
+    }
+
+    /// The first divergence of a replay, or one at the end if the
+    /// original made calls the replay did not.
+    pub fn divergence(&self) -> Option<Divergence> {
+        let replay = self.replay.as_ref()?;
+        replay.divergence.clone().or_else(|| {
+            replay.recorded.get(replay.next).map(|missing| Divergence {
+                seq: replay.next as u32,
+                expected: Some(missing.clone()),
+                actual_op: "(no further call)".into(),
+                actual_request: Value::Null,
+            })
+        })
     }
 
     pub fn shared(self) -> SharedJournal {
@@ -137,11 +228,13 @@ impl StepJournal {
         &self.entries
     }
 
-    /// The write that stores this journal and drops the memo: for the
-    /// step's commit.
-    pub fn commit(&self) -> Mutation {
+    /// The write that stores this journal and the task's `input`, and
+    /// drops the memo: for the step's commit.
+    pub fn commit(&self, input: &str) -> Mutation {
         let (run, task, entries) = (self.run.clone(), self.task.clone(), self.entries.clone());
+        let input = input.to_owned();
         let apply = Arc::new(move |txn: &WriteTransaction| {
+            txn.open_table(INPUTS)?.insert((run.as_str(), task.as_str()), input.as_str())?;
             let mut journal = txn.open_table(JOURNAL)?;
             for e in &entries {
                 let json = serde_json::to_string(e).expect("entries serialize");
@@ -198,6 +291,12 @@ impl Store {
         read(self, JOURNAL, run, task)
     }
 
+    /// The input task `task` of run `run` was given.
+    pub fn step_input(&self, run: &str, task: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(INPUTS)?.get((run, task))?.map(|v| v.value().to_owned()))
+    }
+
     /// Model calls an interrupted attempt of `task` made.
     pub fn memo(&self, run: &str, task: &str) -> Result<Vec<JournalEntry>, StoreError> {
         read(self, MEMO, run, task)
@@ -217,8 +316,12 @@ impl wasmtime_wasi::HostWallClock for JournaledWallClock {
     }
 
     fn now(&self) -> Duration {
+        let mut journal = lock(&self.0);
+        if let Some(nanos) = journal.replayed("clock.wall", &Value::Null).and_then(|v| v.as_u64()) {
+            return Duration::from_nanos(nanos);
+        }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        lock(&self.0).record("clock.wall", Value::Null, Value::from(now.as_nanos() as u64));
+        journal.record("clock.wall", Value::Null, Value::from(now.as_nanos() as u64));
         now
     }
 }
@@ -235,8 +338,12 @@ impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonicClock {
     }
 
     fn now(&self) -> u64 {
+        let mut journal = lock(&self.journal);
+        if let Some(now) = journal.replayed("clock.monotonic", &Value::Null).and_then(|v| v.as_u64()) {
+            return now;
+        }
         let now = self.start.elapsed().as_nanos() as u64;
-        lock(&self.journal).record("clock.monotonic", Value::Null, Value::from(now));
+        journal.record("clock.monotonic", Value::Null, Value::from(now));
         now
     }
 }
@@ -252,20 +359,36 @@ impl<R: rand_core::Rng> rand_core::TryRng for JournaledRandom<R> {
     type Error = Infallible;
 
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut journal = lock(&self.journal);
+        let recorded = journal.replayed(self.op, &Value::from("u32")).and_then(|v| v.as_u64());
+        if let Some(v) = recorded.and_then(|v| u32::try_from(v).ok()) {
+            return Ok(v);
+        }
         let v = self.inner.next_u32();
-        lock(&self.journal).record(self.op, Value::from("u32"), Value::from(v));
+        journal.record(self.op, Value::from("u32"), Value::from(v));
         Ok(v)
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut journal = lock(&self.journal);
+        if let Some(v) = journal.replayed(self.op, &Value::from("u64")).and_then(|v| v.as_u64()) {
+            return Ok(v);
+        }
         let v = self.inner.next_u64();
-        lock(&self.journal).record(self.op, Value::from("u64"), Value::from(v));
+        journal.record(self.op, Value::from("u64"), Value::from(v));
         Ok(v)
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        let mut journal = lock(&self.journal);
+        let recorded = journal.replayed(self.op, &Value::from(dst.len()));
+        let bytes = recorded.as_ref().and_then(Value::as_str).and_then(|h| hex::decode(h).ok());
+        if let Some(bytes) = bytes.filter(|b| b.len() == dst.len()) {
+            dst.copy_from_slice(&bytes);
+            return Ok(());
+        }
         self.inner.fill_bytes(dst);
-        lock(&self.journal).record(self.op, Value::from(dst.len()), Value::from(hex::encode(&*dst)));
+        journal.record(self.op, Value::from(dst.len()), Value::from(hex::encode(&*dst)));
         Ok(())
     }
 }

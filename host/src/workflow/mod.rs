@@ -6,6 +6,7 @@ pub mod definition;
 pub mod engine;
 pub mod journal;
 pub mod pruning;
+pub mod replay;
 pub mod runs;
 pub mod saga;
 pub mod schedule;
@@ -41,6 +42,8 @@ pub enum WorkflowError {
     Paused { name: String, reason: String },
     #[error("invalid run input: {0}")]
     Input(String),
+    #[error(transparent)]
+    Call(#[from] crate::runtime::CallError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
