@@ -233,3 +233,60 @@ async fn the_secret_never_leaks() {
     assert!(everything.len() > 1000, "the outputs were captured");
     assert!(!everything.contains(API_KEY), "the secret leaked");
 }
+
+/// A payments API that is down for its first answer, then charges.
+async fn flaky_payments() -> peers::http::HttpPeer {
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    peers::http::HttpPeer::start(move |_| {
+        if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return peers::http::PeerResponse::json(503, &json!({"error": {"message": "down for maintenance"}}));
+        }
+        peers::http::PeerResponse::json(
+            200,
+            &json!({"id": "ch_1", "object": "charge", "amount": 100, "currency": "EUR", "status": "succeeded"}),
+        )
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_failure_waits_its_backoff_then_succeeds_with_the_same_key() {
+    let api = flaky_payments().await;
+    let (dir, path) = common::workspace();
+    let key_file = dir.path().join("stripe_key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let config = format!(
+        "[limits]\ncall_timeout_ms = 10000\n\n[connectors.payments]\nbase_url = \"{}\"\n\n[secrets.stripe_key]\nfile = \"{}\"\n",
+        api.url(""),
+        key_file.display()
+    );
+    std::fs::write(path.join("keel.toml"), config).unwrap();
+    let ws = Workspace::open(&path).unwrap();
+    let rt = ws.runtime().unwrap();
+    let authority = api.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    common::install_connector(&ws, &rt, common::guests::PAYMENTS, &[authority]);
+    common::install(&ws, &rt, common::guests::PROPOSER);
+
+    let r = propose(&rt, json!([charge(100)])).await;
+    let key = r[0]["queued"].as_str().unwrap().to_owned();
+    let first = rt.execute_ready().await.unwrap();
+    assert_eq!(first[0].state, IntentState::Ready, "503 is worth retrying: {first:?}");
+    let intent = ws.store().intent(&key).unwrap().unwrap();
+    let due = intent.not_before_ms.expect("a backoff is set");
+    assert!(due > keel_host::memory::now_ms() + 500, "about a second away");
+    assert!(rt.execute_ready().await.unwrap().is_empty(), "not before its backoff");
+    assert_eq!(api.requests().len(), 1);
+
+    tokio::time::sleep(std::time::Duration::from_millis(due.saturating_sub(keel_host::memory::now_ms()) + 50)).await;
+    let second = rt.execute_ready().await.unwrap();
+    assert_eq!(second[0].state, IntentState::Executed, "{second:?}");
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].header("idempotency-key"),
+        requests[1].header("idempotency-key"),
+        "one key for every attempt"
+    );
+    let intent = ws.store().intent(&key).unwrap().unwrap();
+    assert_eq!((intent.attempts, intent.not_before_ms), (2, None));
+}

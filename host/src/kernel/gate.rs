@@ -307,6 +307,7 @@ impl Gate {
             receipt: None,
             note: None,
             compensation: None,
+            not_before_ms: None,
         };
         let mut mutations = Vec::new();
         let (entry, outcome) = match approval {

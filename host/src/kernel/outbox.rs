@@ -116,6 +116,21 @@ pub struct Intent {
     /// Undoing it, once its run failed or was cancelled (sagas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Compensation>,
+    /// After a failed attempt that may be retried: not before this time
+    /// (Unix ms), so a struggling service is not hammered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
+}
+
+/// Attempts of one intent before it is given up as `failed`.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// The wait before attempt `attempts + 1` of an intent whose attempt
+/// `attempts` failed in a way that may be retried: 1 s, doubling, at most
+/// 5 minutes.
+pub fn retry_backoff(attempts: u32) -> std::time::Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(9);
+    std::time::Duration::from_secs(secs.min(300))
 }
 
 /// Where undoing an executed intent is.
@@ -274,6 +289,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let secs: Vec<u64> = (1..=11).map(|n| retry_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
 
     #[test]
     fn state_names_match_their_json() {

@@ -46,7 +46,11 @@ impl Runtime {
             self.recover_interrupted().await?;
         }
         let mut done = Vec::new();
+        let now = crate::memory::now_ms();
         for intent in self.store().intents_in(IntentState::Ready, MAX_PER_PASS)? {
+            if intent.not_before_ms.is_some_and(|t| t > now) {
+                continue;
+            }
             if let Some(execution) = self.execute(intent).await? {
                 done.push(execution);
             }
@@ -101,6 +105,12 @@ impl Runtime {
             Err(outcome) => {
                 let (to, detail) = match outcome {
                     Outcome::Failed(why) => (IntentState::Failed, why),
+                    Outcome::Retry(why) if attempt >= outbox::MAX_ATTEMPTS => {
+                        (IntentState::Failed, format!("gave up after {attempt} attempts: {why}"))
+                    }
+                    Outcome::Unknown(why) if idempotent && attempt >= outbox::MAX_ATTEMPTS => {
+                        (IntentState::Failed, format!("gave up after {attempt} attempts: {why}"))
+                    }
                     Outcome::Retry(why) => (IntentState::Ready, why),
                     Outcome::Unknown(why) if idempotent => (IntentState::Ready, why),
                     Outcome::Unknown(why) => (IntentState::NeedsReconcile, why),
@@ -113,11 +123,16 @@ impl Runtime {
         let note = detail.clone();
         let apply = Arc::new(move |txn: &WriteTransaction| {
             outbox::transition_in(txn, &key, &[IntentState::Sending], to, |i| {
+                i.not_before_ms = None;
                 if to == IntentState::Executed {
                     i.receipt = Some(note.clone());
                     i.note = None;
                 } else {
                     i.note = Some(note.clone());
+                }
+                if to == IntentState::Ready {
+                    let wait = outbox::retry_backoff(i.attempts);
+                    i.not_before_ms = Some(crate::memory::now_ms().saturating_add(wait.as_millis() as u64));
                 }
             })
             .map(drop)
