@@ -31,6 +31,11 @@ struct Host {
 /// A workspace with the mail and payments connectors wired to their
 /// peers, `proposer` and `echo` installed, and `workflows` written.
 async fn host(workflows: &[(&str, &str)]) -> Host {
+    host_with_policy(workflows, "").await
+}
+
+/// [`host`] with `extra` appended to the policy section.
+async fn host_with_policy(workflows: &[(&str, &str)], extra: &str) -> Host {
     let smtp = SmtpPeer::start(None);
     let payments = PaymentsPeer::start(API_KEY).await;
     let (dir, path) = common::workspace();
@@ -38,7 +43,7 @@ async fn host(workflows: &[(&str, &str)]) -> Host {
     std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
     let policy =
         "[limits]\ncall_timeout_ms = 10000\n\n[policy.approval]\nabove_by_kind = { \"payments.charge\" = 500 }\n";
-    let config = format!("{policy}\n{}", peers::connector_config(&smtp, &payments, &key_file));
+    let config = format!("{policy}{extra}\n{}", peers::connector_config(&smtp, &payments, &key_file));
     std::fs::write(path.join("keel.toml"), config).unwrap();
     write_workflows(&path, workflows);
     let ws = Workspace::open(&path).unwrap();
@@ -400,4 +405,16 @@ async fn replay_is_identical_and_a_changed_agent_shows_where_it_decides_differen
         "{}",
         common::stdout(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_budget_caps_what_all_its_steps_may_spend_in_a_day() {
+    let two_charges = SAGA.split("[[steps]]\nid = \"boom\"").next().unwrap();
+    let h = host_with_policy(&[("spendy", two_charges)], "\n[policy.budget]\nworkflows = { spendy = 250 }\n").await;
+    let done = run(&h, "spendy", json!({})).await;
+    assert_eq!(done.state, RunState::Succeeded, "the agent got the refusal as a value: {done:?}");
+    let second = &done.steps["charge-two"].output.as_ref().unwrap()[0];
+    assert_eq!(second["error"], "budget-exceeded", "{second}");
+    assert!(second["detail"].as_str().unwrap().contains("workflow `spendy`"), "{second}");
+    assert_eq!(h.payments.charges().len(), 1, "100 fits the budget of 250, 100 + 200 does not");
 }

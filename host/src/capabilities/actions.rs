@@ -29,6 +29,7 @@ pub struct ActionsView<'a> {
     pub run_id: Option<&'a str>,
     pub proposals: &'a mut u32,
     pub journal: Option<&'a SharedJournal>,
+    pub workflow: Option<&'a str>,
 }
 
 struct ActionsCapability;
@@ -46,6 +47,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         run_id: s.run_id.as_deref(),
         proposals: &mut s.proposals,
         journal: s.journal.as_ref(),
+        workflow: s.workflow.as_deref(),
     })
 }
 
@@ -85,7 +87,8 @@ impl ActionsView<'_> {
             confidence: action.confidence,
             rationale: action.rationale,
         };
-        let Disposed { mutations, entry, outcome } = self.gate.propose(self.caller, self.task_id, key, proposal)?;
+        let Disposed { mutations, entry, outcome } =
+            self.gate.propose(self.caller, self.task_id, self.workflow, key, proposal)?;
         self.writes.effect(mutations, entry);
         match outcome {
             gate::Disposition::Queued { key } => Ok(Disposition::Queued(key)),

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::Kernel;
 use super::approvals::{self, Approval, ApprovalStatus};
 use super::grants::CapabilitySet;
-use super::ledger::{WORKSPACE, plugin_scope, record_spend, utc_day};
+use super::ledger::{WORKSPACE, plugin_scope, record_spend, utc_day, workflow_scope};
 use super::outbox::{self, Intent, IntentState, Proposal};
 use super::policy::PolicyConfig;
 use crate::bindings::GuestError;
@@ -99,6 +99,13 @@ pub struct Gate {
     /// Set when this call's gate queued a record (a denial, a model call's
     /// cost) that must be durable before the call returns.
     pending: Arc<AtomicBool>,
+}
+
+/// Who spends: the proposing plugin, and its workflow for a step.
+#[derive(Debug, Clone, Copy)]
+struct Spender<'a> {
+    plugin: &'a str,
+    workflow: Option<&'a str>,
 }
 
 /// What the gate made of an allowed or parked proposal: the writes that
@@ -194,15 +201,20 @@ impl Gate {
     /// The daily budgets `amount` would take past their limit.
     fn budget_overruns(
         &self,
-        plugin: &str,
+        spender: Spender<'_>,
         amount: i64,
         day: &str,
         policy: &PolicyConfig,
     ) -> Result<Vec<String>, GuestError> {
-        let scopes = [
+        let plugin = spender.plugin;
+        let mut scopes = vec![
             (WORKSPACE.to_owned(), policy.budget.daily, "the workspace".to_owned()),
             (plugin_scope(plugin), policy.plugin_budget(plugin), format!("plugin `{plugin}`")),
         ];
+        if let Some(workflow) = spender.workflow {
+            let limit = policy.budget.workflows.get(workflow).copied();
+            scopes.push((workflow_scope(workflow), limit, format!("workflow `{workflow}`")));
+        }
         let mut overruns = Vec::new();
         for (scope, limit, who) in scopes {
             let Some(limit) = limit else { continue };
@@ -240,6 +252,7 @@ impl Gate {
         &self,
         caller: &Caller,
         task: &str,
+        workflow: Option<&str>,
         key: String,
         proposal: Proposal,
     ) -> Result<Disposed, GuestError> {
@@ -284,7 +297,7 @@ impl Gate {
         let day = utc_day(now);
         let spend = proposal.amount.filter(|_| proposal.currency.as_deref() == Some(policy.currency.as_str()));
         if let Some(amount) = spend {
-            let overruns = self.budget_overruns(plugin, amount, &day, &policy)?;
+            let overruns = self.budget_overruns(Spender { plugin, workflow }, amount, &day, &policy)?;
             match overruns.into_iter().next() {
                 Some(overrun) if reasons.is_empty() => return reject(GuestError::BudgetExceeded(overrun)),
                 Some(overrun) => reasons.push(overrun),
@@ -333,7 +346,8 @@ impl Gate {
             }
             None => {
                 if let Some(amount) = spend {
-                    for scope in [WORKSPACE.to_owned(), plugin_scope(plugin)] {
+                    let scopes = [Some(WORKSPACE.to_owned()), Some(plugin_scope(plugin)), workflow.map(workflow_scope)];
+                    for scope in scopes.into_iter().flatten() {
                         ledger.reserve(task, &day, &scope, amount);
                         mutations.push(record_spend(day.clone(), scope, amount));
                     }

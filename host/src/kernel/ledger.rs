@@ -33,6 +33,11 @@ pub fn plugin_scope(plugin: &str) -> String {
     format!("plugin:{plugin}")
 }
 
+/// The scope of one workflow's budget.
+pub fn workflow_scope(workflow: &str) -> String {
+    format!("workflow:{workflow}")
+}
+
 /// `YYYY-MM-DD` of a Unix time in ms, in UTC.
 pub fn utc_day(ms: u64) -> String {
     // Howard Hinnant's civil_from_days.

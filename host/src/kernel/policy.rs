@@ -77,6 +77,9 @@ pub struct BudgetConfig {
     /// Daily budget of named plugins.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, i64>,
+    /// Daily budget of named workflows, over all their runs' steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<String, i64>,
 }
 
 /// What happens to an approval nobody decided in time.
@@ -130,7 +133,8 @@ impl PolicyConfig {
         let budgets =
             [("policy.budget.daily".to_owned(), b.daily), ("policy.budget.plugin_daily".to_owned(), b.plugin_daily)]
                 .into_iter()
-                .chain(b.plugins.iter().map(|(p, v)| (format!("policy.budget.plugins.{p}"), Some(*v))));
+                .chain(b.plugins.iter().map(|(p, v)| (format!("policy.budget.plugins.{p}"), Some(*v))))
+                .chain(b.workflows.iter().map(|(w, v)| (format!("policy.budget.workflows.{w}"), Some(*v))));
         let a = &self.approval;
         let thresholds = [("policy.approval.above".to_owned(), a.above)]
             .into_iter()

@@ -147,6 +147,9 @@ pub struct ModelBudgetConfig {
     pub plugin_daily: Option<f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, f64>,
+    /// Named workflows, over all their runs' steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<String, f64>,
 }
 
 /// `[model.cache]`: answers to deterministic requests (temperature 0).
@@ -262,7 +265,8 @@ impl ModelConfig {
         let budgets =
             [("model.budget.daily".to_owned(), b.daily), ("model.budget.plugin_daily".to_owned(), b.plugin_daily)]
                 .into_iter()
-                .chain(b.plugins.iter().map(|(p, v)| (format!("model.budget.plugins.{p}"), Some(*v))));
+                .chain(b.plugins.iter().map(|(p, v)| (format!("model.budget.plugins.{p}"), Some(*v))))
+                .chain(b.workflows.iter().map(|(w, v)| (format!("model.budget.workflows.{w}"), Some(*v))));
         for (key, value) in budgets {
             if let Some(v) = value.filter(|v| to_micros(*v).is_none()) {
                 return Err(format!("`{key}` = {v} must be an amount of 0 or more, in currency units (e.g. 1.50)"));
@@ -352,6 +356,11 @@ impl ModelConfig {
     /// The daily model budget of `plugin`, in micro-units, if any.
     pub fn plugin_budget(&self, plugin: &str) -> Option<u64> {
         self.budget.plugins.get(plugin).copied().or(self.budget.plugin_daily).and_then(to_micros)
+    }
+
+    /// The daily model budget of `workflow`, in micro-units, if any.
+    pub fn workflow_budget(&self, workflow: &str) -> Option<u64> {
+        self.budget.workflows.get(workflow).copied().and_then(to_micros)
     }
 
     /// The workspace's daily model budget, in micro-units, if any.

@@ -166,8 +166,9 @@ impl ModelService {
         }
     }
 
-    /// The budgets that apply to `plugin`.
-    fn budgets(&self, plugin: &str) -> Vec<Budget> {
+    /// The budgets that apply to a call for `scope`.
+    fn budgets(&self, scope: CallScope<'_>) -> Vec<Budget> {
+        let plugin = scope.plugin;
         let workspace = self.config.daily_budget().map(|limit| Budget {
             scope: costs::WORKSPACE.into(),
             limit,
@@ -178,7 +179,11 @@ impl ModelService {
             limit,
             who: format!("plugin `{plugin}`"),
         });
-        workspace.into_iter().chain(own).collect()
+        let workflow = scope.workflow.and_then(|w| {
+            let limit = self.config.workflow_budget(w)?;
+            Some(Budget { scope: format!("workflow:{w}"), limit, who: format!("workflow `{w}`") })
+        });
+        workspace.into_iter().chain(own).chain(workflow).collect()
     }
 
     /// The most a call of `tokens` (in, out) could cost on `chain`.
@@ -195,7 +200,7 @@ impl ModelService {
         estimate: u64,
         day: &str,
     ) -> Result<costs::Reservation, Metered<T>> {
-        let refusal = match self.meter.reserve(store, day, &self.budgets(scope.plugin), estimate) {
+        let refusal = match self.meter.reserve(store, day, &self.budgets(scope), estimate) {
             Ok(Ok(reservation)) => return Ok(reservation),
             Ok(Err(overrun)) => GuestError::BudgetExceeded(format!("{overrun} ({})", self.currency)),
             Err(e) => GuestError::Unavailable(format!("the model budget could not be read: {e}")),
