@@ -383,7 +383,7 @@ async fn replay_is_identical_and_a_changed_agent_shows_where_it_decides_differen
     assert_eq!(divergence.actual_request["kind"], "payments.charge");
     assert!(divergence.expected.is_none(), "the original made no call there");
     assert!(changed.steps[1].identical, "later steps are judged on their own journals");
-    assert!(h.payments.charges().len() == 0, "a replay never executes effects");
+    assert!(h.payments.charges().is_empty(), "a replay never executes effects");
 
     // The CLI says the same, and exits 1 on a difference.
     let root = h.ws.root().to_path_buf();
