@@ -418,3 +418,27 @@ async fn a_workflow_budget_caps_what_all_its_steps_may_spend_in_a_day() {
     assert!(second["detail"].as_str().unwrap().contains("workflow `spendy`"), "{second}");
     assert_eq!(h.payments.charges().len(), 1, "100 fits the budget of 250, 100 + 200 does not");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_run_limit_drives_one_run_at_a_time_when_set_to_one() {
+    let h = host_with_policy(&[("routed", ROUTED)], "\n[workflows]\nmax_concurrent_runs = 1\n").await;
+    let (def, text) = h.ws.workflow("routed").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let input = json!({"lead": format!("l{i}"), "qualified": true, "items": [1, 2, 3, 4]});
+        ids.push(h.rt.start_run(&def, &text, input, "manual", "operator").await.unwrap().id);
+    }
+    let runs = h.rt.recover_runs().await.unwrap();
+    assert!(runs.iter().all(|r| r.state == RunState::Succeeded), "{runs:?}");
+    let mut spans: Vec<(u64, u64)> = runs
+        .iter()
+        .map(|r| {
+            let start = r.steps.values().map(|s| s.started_at_ms).min().unwrap();
+            (start, r.finished_at_ms.unwrap())
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs overlapped: {spans:?}");
+    }
+}

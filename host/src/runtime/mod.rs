@@ -34,6 +34,10 @@ use crate::memory::reclaim::Reclaimer;
 use crate::plugin::inspect::{self, ComponentInfo, InstallError};
 use crate::plugin::{PluginManifest, World};
 
+/// Workflow runs driven at once unless `[workflows] max_concurrent_runs`
+/// says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+
 /// Told when a slow compilation starts and ends, to show progress.
 pub trait CompileProgress {
     fn started(&self, what: &str, bytes: usize);
@@ -76,6 +80,8 @@ pub struct Runtime {
     connectors: ConnectorHost,
     /// Whether intents left `sending` by an earlier process were settled.
     recovered: std::sync::atomic::AtomicBool,
+    /// Workflow runs driven at once, over all workflows.
+    run_slots: Arc<tokio::sync::Semaphore>,
     _ticker: engine::EpochTicker,
     /// Deletes expired and retired memory while the runtime lives.
     _reclaimer: Reclaimer,
@@ -115,9 +121,23 @@ impl Runtime {
             prepared: Mutex::new(HashMap::new()),
             connectors,
             recovered: std::sync::atomic::AtomicBool::new(false),
+            run_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_RUNS)),
             _ticker: ticker,
             _reclaimer: reclaimer,
         })
+    }
+
+    /// At most `n` workflow runs are driven at once (`[workflows]
+    /// max_concurrent_runs`).
+    pub fn with_max_concurrent_runs(mut self, n: usize) -> Runtime {
+        self.run_slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// Waits for a slot to drive a workflow run in; see
+    /// [`Runtime::with_max_concurrent_runs`].
+    pub async fn run_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.run_slots.clone().acquire_owned().await.expect("the run semaphore is never closed")
     }
 
     pub fn engine(&self) -> &Engine {

@@ -373,7 +373,8 @@ impl Runtime {
                 .clone();
             let id = run.id.clone();
             drives.push(async move {
-                let _permit = semaphore.acquire_owned().await;
+                let _per_workflow = semaphore.acquire_owned().await;
+                let _global = self.run_slot().await;
                 tracing::info!(run = %id, "continuing an unfinished run");
                 self.drive_run(&id).await
             });

@@ -30,6 +30,9 @@ pub struct WorkspaceConfig {
     /// What proposed actions may do without asking the operator.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Limits on workflow runs.
+    #[serde(default)]
+    pub workflows: WorkflowsConfig,
     /// Model providers, tiers, prices, budgets and the output cache.
     #[serde(default)]
     pub model: ModelConfig,
@@ -42,6 +45,26 @@ pub struct WorkspaceConfig {
     /// Where each secret's value is read from (never the value itself).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// `[workflows]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowsConfig {
+    /// Runs driven at once over all workflows (each workflow's own
+    /// `limits.concurrency` applies too).
+    #[serde(default = "default_max_concurrent_runs")]
+    pub max_concurrent_runs: u64,
+}
+
+fn default_max_concurrent_runs() -> u64 {
+    crate::runtime::DEFAULT_MAX_CONCURRENT_RUNS as u64
+}
+
+impl Default for WorkflowsConfig {
+    fn default() -> Self {
+        WorkflowsConfig { max_concurrent_runs: default_max_concurrent_runs() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +159,7 @@ impl WorkspaceConfig {
         check_range("limits.call_timeout_ms", l.call_timeout_ms, 1, MAX_CALL_TIMEOUT_MS)?;
         check_range("limits.memory_mib", l.memory_mib, 1, MAX_MEMORY_MIB)?;
         check_range("limits.output_kib", l.output_kib, 1, MAX_OUTPUT_KIB)?;
+        check_range("workflows.max_concurrent_runs", self.workflows.max_concurrent_runs, 1, 10_000)?;
         self.memory.validate()?;
         self.policy.validate()?;
         let secrets: Vec<&str> = self.secrets.keys().map(String::as_str).collect();

@@ -117,8 +117,9 @@ impl Workspace {
     pub fn runtime(&self) -> Result<Runtime, WorkspaceError> {
         let plane = Arc::new(self.memory_plane()?);
         let kernel = Arc::new(self.kernel()?);
-        Runtime::new(kernel, plane, self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
-            .map_err(|e| WorkspaceError::Runtime(format!("{e:#}")))
+        let runtime = Runtime::new(kernel, plane, self.config.limits(), self.root.join(COMPILE_CACHE_DIR))
+            .map_err(|e| WorkspaceError::Runtime(format!("{e:#}")))?;
+        Ok(runtime.with_max_concurrent_runs(self.config.workflows.max_concurrent_runs as usize))
     }
 
     /// Every workflow definition in `workflows/`, checked against the
