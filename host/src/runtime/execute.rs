@@ -40,14 +40,34 @@ pub struct Execution {
 
 impl Runtime {
     /// Settles interrupted attempts (once per process), then executes every
-    /// `ready` intent, unless the kill switch is on.
+    /// `ready` intent that is due, unless the kill switch is on.
     pub async fn execute_ready(&self) -> Result<Vec<Execution>, StoreError> {
-        if !self.recovered.swap(true, Ordering::SeqCst) {
-            self.recover_interrupted().await?;
+        self.settle_interrupted().await?;
+        let ready = self.store().intents_in(IntentState::Ready, MAX_PER_PASS)?;
+        self.execute_due(ready).await
+    }
+
+    /// Like [`Runtime::execute_ready`], for the intents `keys` only (a
+    /// workflow step's).
+    pub async fn execute_keys(&self, keys: &[String]) -> Result<Vec<Execution>, StoreError> {
+        self.settle_interrupted().await?;
+        let mut ready = Vec::new();
+        for key in keys {
+            ready.extend(self.store().intent(key)?.filter(|i| i.state == IntentState::Ready));
         }
+        self.execute_due(ready).await
+    }
+
+    /// Intents a crash left `sending`, settled once per process before any
+    /// attempt starts; concurrent callers wait for it.
+    pub async fn settle_interrupted(&self) -> Result<(), StoreError> {
+        self.recovered.get_or_try_init(|| self.recover_interrupted()).await.map(drop)
+    }
+
+    async fn execute_due(&self, ready: Vec<Intent>) -> Result<Vec<Execution>, StoreError> {
         let mut done = Vec::new();
         let now = crate::memory::now_ms();
-        for intent in self.store().intents_in(IntentState::Ready, MAX_PER_PASS)? {
+        for intent in ready {
             if intent.not_before_ms.is_some_and(|t| t > now) {
                 continue;
             }

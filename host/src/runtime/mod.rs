@@ -78,8 +78,9 @@ pub struct Runtime {
     plane: Arc<MemoryPlane>,
     prepared: Mutex<HashMap<String, Arc<PreparedPlugin>>>,
     connectors: ConnectorHost,
-    /// Whether intents left `sending` by an earlier process were settled.
-    recovered: std::sync::atomic::AtomicBool,
+    /// Set once intents left `sending` by an earlier process are settled;
+    /// concurrent callers wait for it.
+    recovered: tokio::sync::OnceCell<()>,
     /// Workflow runs driven at once, over all workflows.
     run_slots: Arc<tokio::sync::Semaphore>,
     _ticker: engine::EpochTicker,
@@ -120,7 +121,7 @@ impl Runtime {
             plane,
             prepared: Mutex::new(HashMap::new()),
             connectors,
-            recovered: std::sync::atomic::AtomicBool::new(false),
+            recovered: tokio::sync::OnceCell::new(),
             run_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_RUNS)),
             _ticker: ticker,
             _reclaimer: reclaimer,

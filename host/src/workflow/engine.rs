@@ -114,22 +114,29 @@ impl Runtime {
                 RunState::WaitingApproval => return self.continue_if_decided(id).await,
                 _ => return Ok(run),
             }
+            // The last finished step's actions are settled before the run
+            // moves on, also when the process that ran it died right after
+            // its commit.
+            let last = run.order.last().filter(|s| run.steps.get(*s).is_some_and(|s| s.status == StepStatus::Succeeded));
+            if let Some(last) = last {
+                if let Some(waiting) = self.after_step(id, last).await? {
+                    return Ok(waiting);
+                }
+                let state = self.store().run(id)?.map(|r| r.state);
+                if state != Some(RunState::Running) {
+                    continue;
+                }
+            }
             let Some(cursor) = run.cursor.clone() else {
                 return self.finish_run(&run, RunState::Succeeded, None).await;
             };
             let def = definition_of(&run)?;
             let step = def
                 .step(&cursor)
-                .ok_or_else(|| {
-                    WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks"))
-                })?
+                .ok_or_else(|| WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks")))?
                 .clone();
             if let Err(why) = self.run_step(&run, &step).await {
                 self.fail_run(id, &step.id, why).await?;
-                continue;
-            }
-            if let Some(waiting) = self.after_step(id, &step.id).await? {
-                return Ok(waiting);
             }
         }
     }
@@ -280,11 +287,13 @@ impl Runtime {
         self.store().commit(Batch { mutations: vec![mutation], audit: vec![] }).await.map(drop)
     }
 
-    /// After a step committed: executes its allowed actions, and parks the
-    /// run if some wait for the operator (or the kill switch). Returns the
-    /// run when it stopped there.
+    /// After a step committed: executes its allowed actions, fails the run
+    /// if one failed, and parks the run if some wait for the operator (or
+    /// the kill switch). Returns the run when it stopped there. Safe to
+    /// repeat: executed actions are not executed again.
     async fn after_step(&self, id: &str, step: &str) -> Result<Option<Run>, WorkflowError> {
-        self.execute_ready().await?;
+        let keys: Vec<String> = step_intents(self, id, step)?.into_iter().map(|i| i.key).collect();
+        self.execute_keys(&keys).await?;
         let intents = step_intents(self, id, step)?;
         if let Some(failed) =
             intents.iter().find(|i| matches!(i.state, IntentState::Failed | IntentState::NeedsReconcile))
@@ -323,11 +332,11 @@ impl Runtime {
     /// Continues a run waiting on the operator once every intent it waits
     /// on is decided and executed (a rejected one does not stop the run).
     pub async fn continue_if_decided(&self, id: &str) -> Result<Run, WorkflowError> {
-        self.execute_ready().await?;
         let run = self.store().run(id)?.ok_or_else(|| WorkflowError::NoSuchRun(id.to_owned()))?;
         if run.state != RunState::WaitingApproval {
             return Ok(run);
         }
+        self.execute_keys(&run.waiting_on).await?;
         let mut pending = Vec::new();
         for key in &run.waiting_on {
             let Some(intent) = self.store().intent(key)? else { continue };
@@ -361,6 +370,7 @@ impl Runtime {
     /// concurrently up to each workflow's limit; then waiting runs whose
     /// actions were decided. Returns the runs as they are afterwards.
     pub async fn recover_runs(&self) -> Result<Vec<Run>, WorkflowError> {
+        self.settle_interrupted().await?;
         let mut unfinished = self.store().runs_in(RunState::Running, usize::MAX)?;
         unfinished.extend(self.store().runs_in(RunState::Compensating, usize::MAX)?);
         let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
