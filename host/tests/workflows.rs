@@ -367,14 +367,14 @@ async fn replay_is_identical_and_a_changed_agent_shows_where_it_decides_differen
     assert_eq!(done.state, RunState::Succeeded, "{done:?}");
     let audit_before = h.ws.store().audit_tail(1).unwrap()[0].seq;
 
-    let same = h.rt.replay_run(&done.id, &Default::default()).await.unwrap();
+    let same = h.rt.replay_run(&done.id, &Default::default(), &Default::default()).await.unwrap();
     assert!(same.identical(), "{same:?}");
     assert_eq!(same.steps.len(), 2);
     let audit_after = h.ws.store().audit_tail(1).unwrap()[0].seq;
     assert_eq!(audit_before, audit_after, "a replay writes nothing: no model spend, no memory, no audit");
 
     let swap = [("echo".to_owned(), std::path::PathBuf::from(common::guests::PROPOSER))].into();
-    let changed = h.rt.replay_run(&done.id, &swap).await.unwrap();
+    let changed = h.rt.replay_run(&done.id, &swap, &Default::default()).await.unwrap();
     assert!(!changed.identical());
     let first = changed.first_difference().unwrap();
     assert_eq!(first.task, "decide");
@@ -441,4 +441,31 @@ async fn the_global_run_limit_drives_one_run_at_a_time_when_set_to_one() {
     for pair in spans.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "runs overlapped: {spans:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counterfactual_asks_another_model_live_and_shows_both_answers() {
+    let peer = peers::openai::OpenAiPeer::start().await;
+    let models = format!(
+        "\n[model.providers.hosted]\nkind = \"openai\"\nbase_url = \"{}\"\n\n[model.tiers]\nsmall = [\"offline\"]\n\n\
+         [model.prices.\"hosted/m\"]\ninput_per_million = 0\n",
+        peer.base_url()
+    );
+    let h = host_with_policy(&[("ask", ASK)], &models).await;
+    common::install(&h.ws, &h.rt, common::guests::MODEL_CALLER);
+    let done = run(&h, "ask", json!({"question": "Can we meet on Tuesday?"})).await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    assert_eq!(peer.request_count(), 0, "the run used the offline model");
+
+    let swap = [("small".to_owned(), "hosted/m".to_owned())].into();
+    let report = h.rt.replay_run(&done.id, &Default::default(), &swap).await.unwrap();
+    assert_eq!(peer.request_count(), 1, "the counterfactual asked the other model live");
+    assert!(!report.identical());
+    let step = &report.steps[0];
+    assert!(step.divergence.is_none(), "the agent made the same calls: {:?}", step.divergence);
+    let answer = &step.model_answers[0];
+    assert_eq!((answer.tier.as_str(), answer.model.as_str()), ("small", "hosted/m"));
+    assert_eq!(answer.recorded.as_ref().unwrap()["Ok"]["model"], "offline/keel-rules-v1");
+    assert_eq!(answer.now["Ok"]["text"], "echo: Can we meet on Tuesday?");
+    assert_eq!(step.replayed_output.as_ref().unwrap()[0]["model"], "hosted/m");
 }

@@ -11,7 +11,7 @@ use crate::kernel::{Caller, Gate, Request};
 use crate::model::provider::{self, ChatRequest, Message};
 use crate::model::{CallScope, Completed, Urgency};
 use crate::runtime::HostState;
-use crate::workflow::journal::SharedJournal;
+use crate::workflow::journal::{ModelAnswer, SharedJournal};
 
 pub struct ModelView<'a> {
     pub caller: &'a Caller,
@@ -85,6 +85,32 @@ impl ModelView<'_> {
         CallScope { plugin: &self.caller.plugin, run_id: self.run_id, workflow: self.workflow }
     }
 
+    /// A counterfactual replay's model call: made live on `model`, noted
+    /// next to what the original call got.
+    async fn counterfactual(
+        &self,
+        journal: &SharedJournal,
+        request: CompletionRequest,
+        json: serde_json::Value,
+        model: String,
+        before: Option<serde_json::Value>,
+    ) -> Result<Completion, GuestError> {
+        let tier = request.tier.clone();
+        let result = async {
+            self.gate.check(self.caller, Request::Model { tier: &tier })?;
+            let chat = chat_request(request)?;
+            let kernel = self.gate.kernel().clone();
+            let metered = kernel.models().complete_on(kernel.store(), self.scope(), &tier, &model, chat).await;
+            self.gate.record_now(metered.record);
+            metered.result.map(completion)
+        }
+        .await;
+        let now = serde_json::to_value(&result).unwrap_or_default();
+        let answer = ModelAnswer { tier, model, recorded: before, now };
+        journal.lock().unwrap_or_else(|e| e.into_inner()).note_answer(answer, json);
+        result
+    }
+
     async fn complete_now(&self, request: CompletionRequest) -> Result<Completion, GuestError> {
         let tier = request.tier.clone();
         self.gate.check(self.caller, Request::Model { tier: &tier })?;
@@ -129,6 +155,13 @@ impl model::Host for ModelView<'_> {
         let _span = tracing::debug_span!("keel.model.complete", plugin = %self.caller.plugin, tier = %request.tier);
         let journal = self.journal;
         let recorded = journal.map(|_| serde_json::to_value(&request).unwrap_or_default());
+        if let (Some(journal), Some(json)) = (journal, &recorded) {
+            let live =
+                journal.lock().unwrap_or_else(|e| e.into_inner()).live_model("model.complete", &request.tier, json);
+            if let Some((model, before)) = live {
+                return Ok(self.counterfactual(journal, request, json.clone(), model, before).await);
+            }
+        }
         let result = journaled_async(journal, "model.complete", recorded, || self.complete_now(request)).await;
         self.save_memo();
         Ok(result)

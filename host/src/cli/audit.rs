@@ -94,7 +94,7 @@ async fn sample(ws: &Workspace, runs: usize, recent: usize, json: bool) -> anyho
     let runtime = ws.runtime()?;
     let mut reports = Vec::new();
     for run in &chosen {
-        reports.push(runtime.replay_run(&run.id, &Default::default()).await?);
+        reports.push(runtime.replay_run(&run.id, &Default::default(), &Default::default()).await?);
     }
     let drifted = reports.iter().filter(|r| !r.identical()).count();
     if json {

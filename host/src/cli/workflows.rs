@@ -107,6 +107,11 @@ pub struct ReplayArgs {
     /// counterfactual): NAME=PATH.wasm. Repeatable.
     #[arg(long = "agent", value_name = "NAME=PATH")]
     pub agents: Vec<String>,
+    /// Ask this model live for a tier instead of replaying the recorded
+    /// answers (a counterfactual; the calls cost what they cost):
+    /// TIER=PROVIDER/MODEL. Repeatable.
+    #[arg(long = "model", value_name = "TIER=MODEL")]
+    pub models: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -121,7 +126,14 @@ pub async fn replay(ws: &Workspace, args: ReplayArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("--agent {spec}: write NAME=PATH, e.g. --agent planner=build/planner.wasm"))?;
         agents.insert(name.to_owned(), std::path::PathBuf::from(path));
     }
-    let report = ws.runtime()?.replay_run(&args.run, &agents).await?;
+    let mut models = std::collections::BTreeMap::new();
+    for spec in &args.models {
+        let (tier, model) = spec.split_once('=').with_context(|| {
+            format!("--model {spec}: write TIER=PROVIDER/MODEL, e.g. --model small=openai/gpt-4o-mini")
+        })?;
+        models.insert(tier.to_owned(), model.to_owned());
+    }
+    let report = ws.runtime()?.replay_run(&args.run, &agents, &models).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -153,12 +165,26 @@ pub(super) fn print_replay(report: &ReplayReport) {
             println!("  {:<20} at call #{}: recorded {expected}", "", d.seq);
             println!("  {:<20} {:>width$} now {} {}", "", "", d.actual_op, d.actual_request, width = 0);
         }
+        for answer in &step.model_answers {
+            let recorded = answer.recorded.as_ref().map_or("(no such call)".to_owned(), answer_text);
+            println!("  {:<20} model `{}` was: {recorded}", "", answer.tier);
+            println!("  {:<20} {} now: {}", "", answer.model, answer_text(&answer.now));
+        }
         let now = match &step.replayed_output {
             Ok(v) => v.to_string(),
             Err(e) => format!("error: {e}"),
         };
         println!("  {:<20} recorded output: {}", "", step.recorded_output);
         println!("  {:<20} replayed output: {now}", "");
+    }
+}
+
+/// A recorded completion result as one short line.
+fn answer_text(result: &Value) -> String {
+    match (result.get("Ok").and_then(|c| c.get("text")), result.get("Err")) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(err)) => format!("error {err}"),
+        _ => result.to_string(),
     }
 }
 

@@ -237,13 +237,42 @@ impl ModelService {
         tier: &str,
         request: ChatRequest,
     ) -> Metered<Completed> {
+        self.complete_routed(store, scope, tier, None, request).await
+    }
+
+    /// Like [`ModelService::complete`], on `model` (`provider/model`, a
+    /// configured one) instead of the tier's models: for counterfactual
+    /// replays.
+    pub async fn complete_on(
+        &self,
+        store: &Store,
+        scope: CallScope<'_>,
+        tier: &str,
+        model: &str,
+        request: ChatRequest,
+    ) -> Metered<Completed> {
+        self.complete_routed(store, scope, tier, Some(model), request).await
+    }
+
+    async fn complete_routed(
+        &self,
+        store: &Store,
+        scope: CallScope<'_>,
+        tier: &str,
+        model: Option<&str>,
+        request: ChatRequest,
+    ) -> Metered<Completed> {
         let started = Instant::now();
         let invalid = |why: String| Metered { result: Err(GuestError::InvalidInput(why)), record: Batch::default() };
         let schema = match checked_request(&request) {
             Ok(schema) => schema,
             Err(why) => return invalid(why),
         };
-        let chain = match self.config.chain(tier) {
+        let chain = match model {
+            None => self.config.chain(tier),
+            Some(m) => ModelRef::parse(m, tier).and_then(|m| self.config.check_model(&m).map(|()| vec![m])),
+        };
+        let chain = match chain {
             Ok(chain) => chain,
             Err(why) => return invalid(format!("tier `{tier}`: {why}")),
         };

@@ -11,7 +11,7 @@
 //! Secrets are never journaled: `config.get-secret` is recorded without its
 //! value.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +72,20 @@ struct Replay {
     recorded: Vec<JournalEntry>,
     next: usize,
     divergence: Option<Divergence>,
+    /// Tier -> `provider/model` asked live instead (a counterfactual).
+    models: BTreeMap<String, String>,
+    /// What the live models answered, next to what was recorded.
+    answers: Vec<ModelAnswer>,
+}
+
+/// A model call a counterfactual replay made live.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelAnswer {
+    pub tier: String,
+    pub model: String,
+    /// What the original call got (none: it made no such call there).
+    pub recorded: Option<Value>,
+    pub now: Value,
 }
 
 /// Where a replayed step first did something other than what was recorded.
@@ -118,11 +132,46 @@ impl StepJournal {
         }
     }
 
-    /// A journal that feeds `recorded` back to a replayed step.
-    pub fn replaying(run: &str, task: &str, recorded: Vec<JournalEntry>) -> StepJournal {
+    /// A journal that feeds `recorded` back to a replayed step; model
+    /// calls of the tiers in `models` are made live on the given model.
+    pub fn replaying(
+        run: &str,
+        task: &str,
+        recorded: Vec<JournalEntry>,
+        models: BTreeMap<String, String>,
+    ) -> StepJournal {
         let mut journal = StepJournal::new(run, task, Vec::new());
-        journal.replay = Some(Replay { recorded, next: 0, divergence: None });
+        journal.replay = Some(Replay { recorded, next: 0, divergence: None, models, answers: Vec::new() });
         journal
+    }
+
+    /// In a counterfactual replay: the model to ask live for `tier`. The
+    /// recorded call at this point, if it is this one, is passed over.
+    pub fn live_model(&mut self, op: &str, tier: &str, request: &Value) -> Option<(String, Option<Value>)> {
+        let replay = self.replay.as_mut()?;
+        let model = replay.models.get(tier)?.clone();
+        let mut recorded = None;
+        if replay.divergence.is_none()
+            && let Some(e) = replay.recorded.get(replay.next).filter(|e| e.op == op && &e.request == request)
+        {
+            recorded = Some(e.result.clone());
+            replay.next += 1;
+        }
+        Some((model, recorded))
+    }
+
+    /// Notes what a live model answered in a counterfactual replay.
+    pub fn note_answer(&mut self, answer: ModelAnswer, request: Value) {
+        let result = answer.now.clone();
+        if let Some(replay) = self.replay.as_mut() {
+            replay.answers.push(answer);
+        }
+        self.push("model.complete", request, result, false);
+    }
+
+    /// What live models answered in a counterfactual replay.
+    pub fn model_answers(&self) -> Vec<ModelAnswer> {
+        self.replay.as_ref().map(|r| r.answers.clone()).unwrap_or_default()
     }
 
     pub fn is_replay(&self) -> bool {

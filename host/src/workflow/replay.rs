@@ -8,6 +8,10 @@
 //! than the recorded one, the step has diverged there: from then on reads
 //! are answered live from the current memory and calls with effects get
 //! `unavailable`. The step's output is compared with the recorded one.
+//!
+//! A counterfactual swaps in other components for agents, or asks other
+//! models live for some tiers (those calls cost what they cost and are
+//! recorded as spend; their answers are shown next to the recorded ones).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::WorkflowError;
-use super::journal::{Divergence, StepJournal};
+use super::journal::{Divergence, ModelAnswer, StepJournal};
 use super::runs::{Run, StepStatus};
 use crate::bindings::Task;
 use crate::runtime::{PreparedPlugin, Runtime, StepContext};
@@ -38,6 +42,9 @@ pub struct StepReplay {
     pub recorded_output: Value,
     /// The replayed output, or why the replay failed.
     pub replayed_output: Result<Value, String>,
+    /// Model calls a counterfactual made live, with the recorded answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_answers: Vec<ModelAnswer>,
 }
 
 /// A whole run, replayed.
@@ -64,12 +71,14 @@ fn as_json(text: &str) -> Value {
 }
 
 impl Runtime {
-    /// Replays finished run `id`; `agents` swaps in components by agent
-    /// name (a counterfactual).
+    /// Replays finished run `id`. A counterfactual swaps in components by
+    /// agent name (`agents`) or asks models live (`models`: tier ->
+    /// `provider/model`).
     pub async fn replay_run(
         &self,
         id: &str,
         agents: &BTreeMap<String, PathBuf>,
+        models: &BTreeMap<String, String>,
     ) -> Result<ReplayReport, WorkflowError> {
         let run = self.store().run(id)?.ok_or_else(|| WorkflowError::NoSuchRun(id.to_owned()))?;
         if !run.state.is_finished() {
@@ -99,7 +108,7 @@ impl Runtime {
                 step.items.iter().map(|(i, out)| (format!("{step_id}.{i}"), out.clone())).collect()
             };
             for (task, recorded_output) in tasks {
-                steps.push(self.replay_task(&run, &task, &plugin, &step.version, recorded_output).await?);
+                steps.push(self.replay_task(&run, &task, &plugin, &step.version, recorded_output, models).await?);
             }
         }
         Ok(ReplayReport { run: run.id.clone(), workflow: run.workflow.clone(), steps })
@@ -112,16 +121,22 @@ impl Runtime {
         plugin: &PreparedPlugin,
         recorded_version: &str,
         recorded_output: Value,
+        models: &BTreeMap<String, String>,
     ) -> Result<StepReplay, WorkflowError> {
         let recorded = self.store().journal(&run.id, task)?;
         let input = self.store().step_input(&run.id, task)?.unwrap_or_default();
-        let journal = StepJournal::replaying(&run.id, task, recorded).shared();
+        let journal = StepJournal::replaying(&run.id, task, recorded, models.clone()).shared();
         let context = StepContext { workflow: run.workflow.clone(), journal: journal.clone(), dry_run: true };
         let guest_task = Task { id: format!("{}/{task}", run.id), input, run_id: Some(run.id.clone()) };
         let outcome = self.call_task(plugin, guest_task, None, Some(context)).await;
-        let divergence = journal.lock().unwrap_or_else(|e| e.into_inner()).divergence();
+        let (divergence, model_answers) = {
+            let journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+            (journal.divergence(), journal.model_answers())
+        };
         let replayed_output = outcome.map(|o| as_json(&o.output)).map_err(|e| e.to_string());
-        let identical = divergence.is_none() && replayed_output.as_ref().is_ok_and(|o| *o == recorded_output);
+        let same_answers = model_answers.iter().all(|a| a.recorded.as_ref() == Some(&a.now));
+        let identical =
+            divergence.is_none() && same_answers && replayed_output.as_ref().is_ok_and(|o| *o == recorded_output);
         Ok(StepReplay {
             task: task.to_owned(),
             agent: plugin.record.name.clone(),
@@ -131,6 +146,7 @@ impl Runtime {
             divergence,
             recorded_output,
             replayed_output,
+            model_answers,
         })
     }
 }
