@@ -117,7 +117,8 @@ impl Runtime {
             // The last finished step's actions are settled before the run
             // moves on, also when the process that ran it died right after
             // its commit.
-            let last = run.order.last().filter(|s| run.steps.get(*s).is_some_and(|s| s.status == StepStatus::Succeeded));
+            let last =
+                run.order.last().filter(|s| run.steps.get(*s).is_some_and(|s| s.status == StepStatus::Succeeded));
             if let Some(last) = last {
                 if let Some(waiting) = self.after_step(id, last).await? {
                     return Ok(waiting);
@@ -133,7 +134,9 @@ impl Runtime {
             let def = definition_of(&run)?;
             let step = def
                 .step(&cursor)
-                .ok_or_else(|| WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks")))?
+                .ok_or_else(|| {
+                    WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks"))
+                })?
                 .clone();
             if let Err(why) = self.run_step(&run, &step).await {
                 self.fail_run(id, &step.id, why).await?;
