@@ -21,3 +21,18 @@ impl Outcome {
         Ok(Outcome { output })
     }
 }
+
+impl Error {
+    /// The WIT case name (`denied`, `invalid-input`, `budget-exceeded`,
+    /// `pending-approval`, `unavailable`) and its detail: for agents that
+    /// report what the host said instead of failing.
+    pub fn case(&self) -> (&'static str, &str) {
+        match self {
+            Error::Denied(d) => ("denied", d),
+            Error::InvalidInput(d) => ("invalid-input", d),
+            Error::BudgetExceeded(d) => ("budget-exceeded", d),
+            Error::PendingApproval(d) => ("pending-approval", d),
+            Error::Unavailable(d) => ("unavailable", d),
+        }
+    }
+}

@@ -97,12 +97,9 @@ impl HttpPeer {
 }
 
 /// Reads one request, answers it, closes the connection.
-async fn serve(
-    stream: tokio::net::TcpStream,
-    log: &Mutex<Vec<RecordedRequest>>,
-    handler: &Handler,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream);
+/// Reads one HTTP/1.1 request: line, headers, and a body by
+/// content-length or chunked.
+pub async fn read_request(reader: &mut BufReader<tokio::net::TcpStream>) -> std::io::Result<RecordedRequest> {
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let mut parts = line.split_whitespace();
@@ -137,7 +134,16 @@ async fn serve(
             body.extend_from_slice(&chunk[..size]);
         }
     }
-    let request = RecordedRequest { at: SystemTime::now(), method, path, headers, body };
+    Ok(RecordedRequest { at: SystemTime::now(), method, path, headers, body })
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    log: &Mutex<Vec<RecordedRequest>>,
+    handler: &Handler,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let request = read_request(&mut reader).await?;
     log.lock().unwrap().push(request.clone());
     let response = handler(&request);
     let mut out = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
@@ -151,14 +157,21 @@ async fn serve(
     stream.shutdown().await
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase of `status` (clients ignore it; logs read better).
+pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
         302 => "Found",
         307 => "Temporary Redirect",
+        400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
         _ => "Status",
     }
 }

@@ -12,13 +12,14 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use super::http::RecordedRequest;
+use super::http::{read_request, reason};
 
 /// One scripted answer, given to the next request instead of the normal one.
 #[derive(Debug, Clone)]
@@ -314,29 +315,6 @@ fn error_body(message: &str) -> Value {
     json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
 }
 
-async fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<RecordedRequest> {
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned());
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let length = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
-    let mut body = vec![0; length.unwrap_or(0)];
-    reader.read_exact(&mut body).await?;
-    Ok(RecordedRequest { at: SystemTime::now(), method, path, headers, body })
-}
-
 async fn write_whole(
     stream: &mut TcpStream,
     status: u16,
@@ -373,19 +351,4 @@ async fn write_stream(stream: &mut TcpStream, events: &[Value], truncated: bool)
     }
     stream.write_all(b"0\r\n\r\n").await?;
     stream.shutdown().await
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
 }

@@ -12,16 +12,6 @@ struct Script {
     fail: bool,
 }
 
-fn case(e: &Error) -> (&'static str, &str) {
-    match e {
-        Error::Denied(d) => ("denied", d),
-        Error::InvalidInput(d) => ("invalid-input", d),
-        Error::BudgetExceeded(d) => ("budget-exceeded", d),
-        Error::PendingApproval(d) => ("pending-approval", d),
-        Error::Unavailable(d) => ("unavailable", d),
-    }
-}
-
 fn s(op: &Value, field: &str) -> String {
     op[field].as_str().unwrap_or_default().to_owned()
 }
@@ -123,7 +113,7 @@ fn handle(task: Task) -> Result<Outcome, Error> {
         .iter()
         .map(|op| {
             run(op).unwrap_or_else(|e| {
-                let (case, detail) = case(&e);
+                let (case, detail) = e.case();
                 json!({"error": case, "detail": detail})
             })
         })

@@ -31,16 +31,6 @@ struct Completion {
     schema: Option<Value>,
 }
 
-fn case(e: &Error) -> (&'static str, &str) {
-    match e {
-        Error::Denied(d) => ("denied", d),
-        Error::InvalidInput(d) => ("invalid-input", d),
-        Error::BudgetExceeded(d) => ("budget-exceeded", d),
-        Error::PendingApproval(d) => ("pending-approval", d),
-        Error::Unavailable(d) => ("unavailable", d),
-    }
-}
-
 fn complete(c: &Completion) -> Result<Value, Error> {
     let mut messages = Vec::new();
     if let Some(system) = &c.system {
@@ -88,7 +78,7 @@ fn handle(task: Task) -> Result<Outcome, Error> {
                 Call::EmbedBackground(texts) => embed(texts, true),
             };
             result.unwrap_or_else(|e| {
-                let (case, detail) = case(&e);
+                let (case, detail) = e.case();
                 json!({"error": case, "detail": detail})
             })
         })

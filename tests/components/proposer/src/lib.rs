@@ -22,16 +22,6 @@ struct Proposal {
     rationale: Option<String>,
 }
 
-fn case(e: &Error) -> (&'static str, &str) {
-    match e {
-        Error::Denied(d) => ("denied", d),
-        Error::InvalidInput(d) => ("invalid-input", d),
-        Error::BudgetExceeded(d) => ("budget-exceeded", d),
-        Error::PendingApproval(d) => ("pending-approval", d),
-        Error::Unavailable(d) => ("unavailable", d),
-    }
-}
-
 fn handle(task: Task) -> Result<Outcome, Error> {
     let script: Script = task.input_json()?;
     let mut results = Vec::new();
@@ -48,7 +38,7 @@ fn handle(task: Task) -> Result<Outcome, Error> {
             Ok(Disposition::Queued(key)) => json!({ "queued": key }),
             Ok(Disposition::Executed(receipt)) => json!({ "executed": receipt }),
             Err(e) => {
-                let (case, detail) = case(&e);
+                let (case, detail) = e.case();
                 json!({"error": case, "detail": detail})
             }
         });

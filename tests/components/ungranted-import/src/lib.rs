@@ -5,14 +5,7 @@ use keel_sdk::{Error, Outcome, Task, actions, agent, memory};
 
 /// The WIT case name of `result`'s error, or `ok`.
 fn case<T>(result: &Result<T, Error>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(Error::Denied(_)) => "denied",
-        Err(Error::InvalidInput(_)) => "invalid-input",
-        Err(Error::BudgetExceeded(_)) => "budget-exceeded",
-        Err(Error::PendingApproval(_)) => "pending-approval",
-        Err(Error::Unavailable(_)) => "unavailable",
-    }
+    result.as_ref().map_or_else(|e| e.case().0, |_| "ok")
 }
 
 fn handle(_task: Task) -> Result<Outcome, Error> {
