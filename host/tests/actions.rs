@@ -29,19 +29,10 @@ struct Host {
 }
 
 async fn host() -> Host {
-    let smtp = SmtpPeer::start(None);
-    let payments = PaymentsPeer::start(API_KEY).await;
-    let (dir, path) = common::workspace();
-    let key_file = dir.path().join("stripe_key");
-    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
     let policy =
         "[limits]\ncall_timeout_ms = 10000\n\n[policy.approval]\nabove_by_kind = { \"payments.charge\" = 500 }\n";
-    let config = format!("{policy}\n{}", peers::connector_config(&smtp, &payments, &key_file));
-    std::fs::write(path.join("keel.toml"), config).unwrap();
-    let ws = Workspace::open(&path).unwrap();
-    let rt = ws.runtime().unwrap();
-    peers::install_mail_payments_and_proposer(&ws, &rt, &smtp, &payments);
-    Host { _dir: dir, ws, rt, smtp, payments }
+    let c = peers::connected_workspace(policy, API_KEY, |_| {}).await;
+    Host { _dir: c.dir, ws: c.ws, rt: c.rt, smtp: c.smtp, payments: c.payments }
 }
 
 async fn propose(rt: &Runtime, proposals: Value) -> Vec<Value> {

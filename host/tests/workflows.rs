@@ -36,21 +36,12 @@ async fn host(workflows: &[(&str, &str)]) -> Host {
 
 /// [`host`] with `extra` appended to the policy section.
 async fn host_with_policy(workflows: &[(&str, &str)], extra: &str) -> Host {
-    let smtp = SmtpPeer::start(None);
-    let payments = PaymentsPeer::start(API_KEY).await;
-    let (dir, path) = common::workspace();
-    let key_file = dir.path().join("stripe_key");
-    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
     let policy =
         "[limits]\ncall_timeout_ms = 10000\n\n[policy.approval]\nabove_by_kind = { \"payments.charge\" = 500 }\n";
-    let config = format!("{policy}{extra}\n{}", peers::connector_config(&smtp, &payments, &key_file));
-    std::fs::write(path.join("keel.toml"), config).unwrap();
-    write_workflows(&path, workflows);
-    let ws = Workspace::open(&path).unwrap();
-    let rt = ws.runtime().unwrap();
-    peers::install_mail_payments_and_proposer(&ws, &rt, &smtp, &payments);
-    common::install(&ws, &rt, common::guests::ECHO);
-    Host { _dir: dir, ws, rt, _smtp: smtp, payments }
+    let c =
+        peers::connected_workspace(&format!("{policy}{extra}"), API_KEY, |path| write_workflows(path, workflows)).await;
+    common::install(&c.ws, &c.rt, common::guests::ECHO);
+    Host { _dir: c.dir, ws: c.ws, rt: c.rt, _smtp: c.smtp, payments: c.payments }
 }
 
 fn write_workflows(workspace: &Path, workflows: &[(&str, &str)]) {

@@ -95,6 +95,34 @@ pub fn connector_config(
     )
 }
 
+/// A workspace wired to fresh mail and payments peers, with `mail`,
+/// `payments` and `proposer` installed.
+pub struct Connected {
+    pub dir: tempfile::TempDir,
+    pub ws: keel_host::workspace::Workspace,
+    pub rt: keel_host::runtime::Runtime,
+    pub smtp: smtp::SmtpPeer,
+    pub payments: payments::PaymentsPeer,
+}
+
+/// [`Connected`] with `head` at the top of keel.toml (limits, policy...)
+/// and the payments peer accepting `api_key`, read from a file by keel;
+/// `prepare` writes more into the workspace folder before it is opened.
+pub async fn connected_workspace(head: &str, api_key: &str, prepare: impl FnOnce(&std::path::Path)) -> Connected {
+    let smtp = smtp::SmtpPeer::start(None);
+    let payments = payments::PaymentsPeer::start(api_key).await;
+    let (dir, path) = crate::common::workspace();
+    let key_file = dir.path().join("stripe_key");
+    std::fs::write(&key_file, format!("{api_key}\n")).unwrap();
+    let config = format!("{head}\n{}", connector_config(&smtp, &payments, &key_file));
+    std::fs::write(path.join("keel.toml"), config).unwrap();
+    prepare(&path);
+    let ws = keel_host::workspace::Workspace::open(&path).unwrap();
+    let rt = ws.runtime().unwrap();
+    install_mail_payments_and_proposer(&ws, &rt, &smtp, &payments);
+    Connected { dir, ws, rt, smtp, payments }
+}
+
 /// Installs `mail` and `payments`, each granted exactly its peer's
 /// loopback address, and the `proposer` agent.
 pub fn install_mail_payments_and_proposer(
