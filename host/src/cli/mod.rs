@@ -10,6 +10,7 @@ mod memory;
 mod models;
 mod plugins;
 mod progress;
+mod triggers;
 pub(crate) mod workflows;
 
 use std::path::PathBuf;
@@ -122,6 +123,10 @@ pub enum Command {
     /// The workflows in workflows/*.toml, checked, with triggers, steps
     /// and whether pruning paused them; `resume NAME` lifts a pause.
     Workflows(workflows::WorkflowsArgs),
+    /// Fire the schedule, inbox and record triggers: one pass (`tick`),
+    /// in the foreground until Ctrl-C (`run`), or show their state (`list`).
+    #[command(subcommand)]
+    Triggers(triggers::TriggersCommand),
 }
 
 /// Entry point of the `keel` binary.
@@ -194,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Runs(cmd) => workflows::runs(&open()?, cmd).await?,
         Command::Workflows(args) => workflows::workflows(&open()?, args).await?,
         Command::Replay(args) => return workflows::replay(&open()?, args).await,
+        Command::Triggers(cmd) => triggers::run(&open()?, cmd).await?,
     }
     Ok(exit::OK)
 }

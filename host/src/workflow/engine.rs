@@ -106,6 +106,8 @@ impl Runtime {
     /// Runs run `id` until it finishes, waits for the operator, or is
     /// paused or cancelled; returns it as it is then.
     pub async fn drive_run(&self, id: &str) -> Result<Run, WorkflowError> {
+        // A run's definition never changes: parse it once.
+        let mut def: Option<WorkflowDef> = None;
         loop {
             let run = self.store().run(id)?.ok_or_else(|| WorkflowError::NoSuchRun(id.to_owned()))?;
             match run.state {
@@ -131,8 +133,12 @@ impl Runtime {
             let Some(cursor) = run.cursor.clone() else {
                 return self.finish_run(&run, RunState::Succeeded, None).await;
             };
-            let def = definition_of(&run)?;
+            if def.is_none() {
+                def = Some(definition_of(&run)?);
+            }
             let step = def
+                .as_ref()
+                .expect("parsed above")
                 .step(&cursor)
                 .ok_or_else(|| {
                     WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks"))
@@ -152,8 +158,7 @@ impl Runtime {
         let ctx = RefContext { trigger: &run.input, outputs: &outputs, item: None, run_id: &run.id };
         let Some(each) = &step.for_each else {
             let input = Self::step_input(step, &ctx)?;
-            let finish = finish_step(&run.id, step.clone(), None);
-            return self.attempts(run, step, None, input, &finish).await;
+            return self.attempts(run, step, None, input).await;
         };
         let items = match definition::resolve_reference(each, &ctx)? {
             Value::Array(items) => items,
@@ -172,8 +177,7 @@ impl Runtime {
             let semaphore = semaphore.clone();
             pending.push(async move {
                 let _permit = semaphore.acquire().await.map_err(|e| e.to_string())?;
-                let finish = finish_step(&run.id, step.clone(), Some(index));
-                self.attempts(run, step, Some(index), input, &finish).await
+                self.attempts(run, step, Some(index), input).await
             });
         }
         for result in futures::future::join_all(pending).await {
@@ -211,26 +215,22 @@ impl Runtime {
 
     /// Attempts one call (of a step, or one item of a fan-out step) until
     /// it succeeds or its retries are used up.
-    async fn attempts(
-        &self,
-        run: &Run,
-        step: &StepDef,
-        item: Option<u32>,
-        input: String,
-        finish: &crate::runtime::FinishTask<'_>,
-    ) -> Result<(), String> {
+    async fn attempts(&self, run: &Run, step: &StepDef, item: Option<u32>, input: String) -> Result<(), String> {
         let task_key = match item {
             None => step.id.clone(),
             Some(i) => format!("{}.{i}", step.id),
         };
         let task_id = format!("{}/{task_key}", run.id);
         let mut last = String::new();
+        let mut version = String::new();
         for attempt in 1..=step.retry.attempts {
             if attempt > 1 {
                 tokio::time::sleep(step.retry.delay(attempt - 1)).await;
             }
             let plugin = self.prepare(&step.agent, &()).map_err(|e| e.to_string())?;
-            self.step_started(&run.id, step, &plugin.record.version).await.map_err(|e| e.to_string())?;
+            version.clone_from(&plugin.record.version);
+            let started = StepAttempt { version: version.clone(), attempt, at_ms: now_ms() };
+            let finish = finish_step(&run.id, step.clone(), item, started);
             let task = Task { id: task_id.clone(), input: input.clone(), run_id: Some(run.id.clone()) };
             // Model answers of an attempt a crash interrupted are fed back.
             let memo = self.store().memo(&run.id, &task_key).map_err(|e| e.to_string())?;
@@ -261,33 +261,15 @@ impl Runtime {
                 }
             }
         }
-        Err(format!("step `{}` failed: {last}", step.id))
-    }
-
-    /// Commits that an attempt of `step` starts.
-    async fn step_started(&self, run_id: &str, step: &StepDef, version: &str) -> Result<(), crate::memory::StoreError> {
-        let (id, agent, version) = (step.id.clone(), step.agent.clone(), version.to_owned());
-        let mutation = update_run("workflow.step-start", run_id, move |run| {
-            if !run.order.contains(&id) {
-                run.order.push(id.clone());
-            }
-            let now = now_ms();
-            let s = run.steps.entry(id.clone()).or_insert_with(|| StepRun {
-                status: StepStatus::Running,
-                agent: agent.clone(),
-                version: version.clone(),
-                attempts: 0,
-                output: None,
-                items: BTreeMap::new(),
-                error: None,
-                started_at_ms: now,
-                finished_at_ms: None,
-            });
-            s.status = StepStatus::Running;
-            s.version = version.clone();
-            s.attempts += 1;
+        let why = format!("step `{}` failed: {last}", step.id);
+        // The failure is recorded with the attempts made (a success records
+        // them with its output).
+        let (id, agent, attempts) = (step.id.clone(), step.agent.clone(), step.retry.attempts);
+        let mutation = update_run("workflow.step-attempts", &run.id, move |run| {
+            step_entry(run, &id, &agent, &version, now_ms()).attempts = attempts;
         });
-        self.store().commit(Batch { mutations: vec![mutation], audit: vec![] }).await.map(drop)
+        self.store().commit(Batch { mutations: vec![mutation], audit: vec![] }).await.map_err(|e| e.to_string())?;
+        Err(why)
     }
 
     /// After a step committed: executes its allowed actions, fails the run
@@ -436,24 +418,56 @@ impl Runtime {
     }
 }
 
+/// One attempt of a step: which version of its agent, which attempt, when.
+#[derive(Debug, Clone)]
+struct StepAttempt {
+    version: String,
+    attempt: u32,
+    at_ms: u64,
+}
+
+/// The run's record of step `id`, made (and put in the run's order) on
+/// first use: a step is recorded when an attempt ends, not when it starts,
+/// which saves a commit per step.
+fn step_entry<'r>(run: &'r mut Run, id: &str, agent: &str, version: &str, at_ms: u64) -> &'r mut StepRun {
+    if !run.order.iter().any(|s| s == id) {
+        run.order.push(id.to_owned());
+    }
+    run.steps.entry(id.to_owned()).or_insert_with(|| StepRun {
+        status: StepStatus::Running,
+        agent: agent.to_owned(),
+        version: version.to_owned(),
+        attempts: 0,
+        output: None,
+        items: BTreeMap::new(),
+        error: None,
+        started_at_ms: at_ms,
+        finished_at_ms: None,
+    })
+}
+
 /// The writes that record a successful call of `step` (or of one item of
 /// it): its output, the next step, an audit entry.
 fn finish_step(
     run_id: &str,
     step: StepDef,
     item: Option<u32>,
+    started: StepAttempt,
 ) -> impl Fn(&Outcome) -> (Vec<Mutation>, AuditEntry) + Send + Sync + use<> {
     let run_id = run_id.to_owned();
     move |outcome: &Outcome| {
         let output = output_value(outcome);
-        let step = step.clone();
+        let (step, started) = (step.clone(), started.clone());
         let target = match item {
             None => format!("{run_id} {}", step.id),
             Some(i) => format!("{run_id} {}.{i}", step.id),
         };
         let mutation = update_run("workflow.step", &run_id, move |run| {
             let next = next_step(&step, &output);
-            let Some(s) = run.steps.get_mut(&step.id) else { return };
+            let s = step_entry(run, &step.id, &step.agent, &started.version, started.at_ms);
+            s.version = started.version.clone();
+            s.attempts = s.attempts.max(started.attempt);
+            s.started_at_ms = s.started_at_ms.min(started.at_ms);
             match item {
                 Some(i) => drop(s.items.insert(i, output.clone())),
                 None => {

@@ -10,6 +10,7 @@ pub mod replay;
 pub mod runs;
 pub mod saga;
 pub mod schedule;
+pub mod triggers;
 
 use redb::WriteTransaction;
 
@@ -20,6 +21,7 @@ use runs::RunState;
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     runs::create_tables(txn)?;
     pruning::create_tables(txn)?;
+    triggers::create_tables(txn)?;
     journal::create_tables(txn)
 }
 
