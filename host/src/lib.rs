@@ -22,5 +22,6 @@ pub mod memory;
 pub mod model;
 pub mod plugin;
 pub mod runtime;
+pub mod serve;
 pub mod workflow;
 pub mod workspace;

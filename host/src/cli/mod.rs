@@ -10,6 +10,7 @@ mod memory;
 mod models;
 mod plugins;
 mod progress;
+mod serve;
 mod triggers;
 pub(crate) mod workflows;
 
@@ -123,6 +124,12 @@ pub enum Command {
     /// The workflows in workflows/*.toml, checked, with triggers, steps
     /// and whether pruning paused them; `resume NAME` lifts a pause.
     Workflows(workflows::WorkflowsArgs),
+    /// Run headless: the HTTP API, triggers (schedule, inbox, record,
+    /// webhook), the outbox and approval expiry, until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// The API token of `keel serve`.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
     /// Fire the schedule, inbox and record triggers: one pass (`tick`),
     /// in the foreground until Ctrl-C (`run`), or show their state (`list`).
     #[command(subcommand)]
@@ -173,7 +180,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Init { dir } => {
             let ws = Workspace::init(&dir)?;
+            crate::serve::auth::rotate(ws.root())?;
             println!("created workspace in {}", ws.root().display());
+            println!(
+                "the API token of `keel serve` is in {} (readable by you only)",
+                ws.root().join(crate::serve::auth::TOKEN_FILE).display()
+            );
             println!("next: keel --workspace {} install PLUGIN.wasm", ws.root().display());
         }
         Command::Install(args) => plugins::install(&open()?, args)?,
@@ -200,6 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Workflows(args) => workflows::workflows(&open()?, args).await?,
         Command::Replay(args) => return workflows::replay(&open()?, args).await,
         Command::Triggers(cmd) => triggers::run(&open()?, cmd).await?,
+        Command::Serve(args) => serve::serve(open()?, args).await?,
+        Command::Token(cmd) => serve::token(&open()?, cmd)?,
     }
     Ok(exit::OK)
 }

@@ -151,6 +151,7 @@ fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
     crate::kernel::create_tables(&txn)?;
     crate::model::create_tables(&txn)?;
     crate::workflow::create_tables(&txn)?;
+    crate::serve::create_tables(&txn)?;
     if let Some(from) = found.filter(|v| *v < SCHEMA_VERSION) {
         schema::migrate(&txn, from)?;
         tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "migrated the workspace database");

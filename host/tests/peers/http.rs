@@ -96,7 +96,6 @@ impl HttpPeer {
     }
 }
 
-/// Reads one request, answers it, closes the connection.
 /// Reads one HTTP/1.1 request: line, headers, and a body by
 /// content-length or chunked.
 pub async fn read_request(reader: &mut BufReader<tokio::net::TcpStream>) -> std::io::Result<RecordedRequest> {
@@ -137,6 +136,7 @@ pub async fn read_request(reader: &mut BufReader<tokio::net::TcpStream>) -> std:
     Ok(RecordedRequest { at: SystemTime::now(), method, path, headers, body })
 }
 
+/// Reads one request, answers it, closes the connection.
 async fn serve(
     stream: tokio::net::TcpStream,
     log: &Mutex<Vec<RecordedRequest>>,

@@ -1,0 +1,180 @@
+//! `keel serve` as an operator runs it: the real binary on a loopback port.
+//! The API refuses requests without the token, with a foreign `Host` (DNS
+//! rebinding) or a foreign `Origin` (cross-site); a webhook starts a run
+//! once per idempotency key and the server drives it; an inbox file
+//! dropped while it runs starts a run; SIGTERM stops it cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_host::workspace::Workspace;
+use serde_json::{Value, json};
+
+const HOOKED: &str = r#"
+[trigger]
+kind = "webhook"
+path = "leads"
+
+[[steps]]
+id = "take"
+agent = "echo"
+input = { lead = "$.trigger.name" }
+"#;
+
+const INBOX: &str = r#"
+[trigger]
+kind = "inbox"
+folder = "inbox"
+pattern = "*.txt"
+
+[[steps]]
+id = "read"
+agent = "echo"
+input = { text = "$.trigger.text" }
+"#;
+
+/// One HTTP/1.1 request with exactly these headers; status and JSON body.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(workspace: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--workspace")
+        .arg(workspace)
+        .args(["serve", "--listen", "127.0.0.1:0", "--interval-seconds", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("keel serve: listening on http://"), "{line}");
+    assert!(line.contains("2 workflows") && line.contains("serve.token"), "{line}");
+    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    Server { child, addr }
+}
+
+fn wait_for_run(addr: SocketAddr, auth: &[(&str, &str)], id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, run) = http(addr, "GET", &format!("/api/v1/runs/{id}"), auth, "");
+        assert_eq!(status, 200, "{run}");
+        if run["state"] == "succeeded" {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not finish: {run}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_api_is_guarded_webhooks_and_inbox_files_start_runs_and_sigterm_stops_cleanly() {
+    let (_dir, path) = common::workspace();
+    std::fs::create_dir_all(path.join("workflows")).unwrap();
+    std::fs::write(path.join("workflows/hooked.toml"), HOOKED).unwrap();
+    std::fs::write(path.join("workflows/inbox.toml"), INBOX).unwrap();
+    std::fs::create_dir_all(path.join("inbox")).unwrap();
+    {
+        let ws = Workspace::open(&path).unwrap();
+        let rt = ws.runtime().unwrap();
+        common::install(&ws, &rt, common::guests::ECHO);
+    }
+    let rotated = common::keel(&path, &["token", "rotate"]);
+    assert!(rotated.status.success(), "{}", common::stderr(&rotated));
+    let token = common::stdout(&rotated).trim().to_owned();
+    assert_eq!(std::fs::read_to_string(path.join("serve.token")).unwrap(), token);
+
+    let server = start(&path);
+    let host = server.addr.to_string();
+    let bearer = format!("Bearer {token}");
+    let auth = [("host", host.as_str()), ("authorization", bearer.as_str())];
+
+    let (status, body) = http(server.addr, "GET", "/api/v1/health", &[("host", &host)], "");
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "health needs no token");
+    let (status, body) = http(server.addr, "POST", "/api/v1/hooks/leads", &[("host", &host)], "{}");
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("serve.token"), "{body}");
+    let rebinding = [("host", "attacker.example:7878"), ("authorization", bearer.as_str())];
+    assert_eq!(http(server.addr, "GET", "/api/v1/status", &rebinding, "").0, 403, "a foreign Host is refused");
+    let cross_site = [("host", host.as_str()), ("authorization", bearer.as_str()), ("origin", "http://evil.example")];
+    assert_eq!(http(server.addr, "POST", "/api/v1/hooks/leads", &cross_site, "{}").0, 403);
+    let (status, _) = http(server.addr, "GET", "/api/v1/health", &[("host", "attacker.example")], "");
+    assert_eq!(status, 403, "even health checks answer only to the server's own name");
+
+    // A webhook starts one run per idempotency key; the server drives it.
+    let keyed = [auth[0], auth[1], ("idempotency-key", "lead-42"), ("content-type", "application/json")];
+    let (status, started) = http(server.addr, "POST", "/api/v1/hooks/leads", &keyed, r#"{"name":"Ada"}"#);
+    assert_eq!(status, 202, "{started}");
+    let id = started["run"].as_str().unwrap().to_owned();
+    let (status, again) = http(server.addr, "POST", "/api/v1/hooks/leads", &keyed, r#"{"name":"Ada"}"#);
+    assert_eq!((status, again["run"].as_str(), again["repeated"].as_bool()), (200, Some(id.as_str()), Some(true)));
+    let run = wait_for_run(server.addr, &auth, &id);
+    assert_eq!(run["trigger"], "webhook");
+    assert_eq!(run["steps"]["take"]["output"], json!({"lead": "Ada"}));
+    let (status, missing) = http(server.addr, "POST", "/api/v1/hooks/nobody", &auth, "{}");
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(http(server.addr, "POST", "/api/v1/hooks/leads", &auth, "not json").0, 400);
+
+    // An inbox file dropped while the server runs starts a run.
+    std::fs::write(path.join("inbox/hello.txt"), "Hello from the inbox").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let inbox_run = loop {
+        let (_, runs) = http(server.addr, "GET", "/api/v1/runs", &auth, "");
+        if let Some(run) = runs.as_array().unwrap().iter().find(|r| r["workflow"] == "inbox") {
+            break run["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the inbox file started no run");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let run = wait_for_run(server.addr, &auth, &inbox_run);
+    assert_eq!(run["steps"]["read"]["output"], json!({"text": "Hello from the inbox"}));
+
+    // SIGTERM: a clean stop.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "keel serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    server.child.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("keel serve: stopped"), "{rest}");
+    let verify = common::keel(&path, &["audit", "verify"]);
+    assert!(verify.status.success(), "{}", common::stdout(&verify));
+}
