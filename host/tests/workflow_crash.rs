@@ -9,7 +9,7 @@
 //!   was retried (charges are idempotent, keyed by the step's task id);
 //! * no email was sent twice: a send a kill interrupted is
 //!   `needs-reconcile`, which fails its run, and a failed run's charge is
-//!   refunded exactly once; a succeeded run sent its email once and
+//!   refunded exactly once (the run ends `compensated`); a succeeded run sent its email once and
 //!   refunded nothing;
 //! * the audit log verifies.
 //!
@@ -246,7 +246,7 @@ struct Evidence<'a> {
 fn problems_of(evidence: &Evidence<'_>, id: &str, customer: &str) -> (Vec<String>, RunState) {
     let mut problems = Vec::new();
     let run = evidence.store.run(id).unwrap().unwrap_or_else(|| panic!("run {id} is gone"));
-    if !matches!(run.state, RunState::Succeeded | RunState::Failed) {
+    if !matches!(run.state, RunState::Succeeded | RunState::Compensated) {
         problems.push(format!("it ended {}", run.state.as_str()));
     }
     let target = format!(" {id}");
@@ -302,7 +302,7 @@ fn problems_of(evidence: &Evidence<'_>, id: &str, customer: &str) -> (Vec<String
                 problems.push(format!("it succeeded, yet its charge was refunded {refunds} times"));
             }
         }
-        RunState::Failed => {
+        RunState::Compensated => {
             let error = run.error.as_deref().unwrap_or_default();
             if email.state != IntentState::NeedsReconcile || !error.contains("needs-reconcile") {
                 problems.push(format!("it failed with its email {}: {error}", email.state.as_str()));
@@ -412,8 +412,8 @@ fn sigkill_during_many_runs_never_doubles_an_effect() {
     let shown = problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n");
     assert!(problems.is_empty(), "{} problems, the first {}:\n{shown}", problems.len(), problems.len().min(40));
     assert_eq!(evidence.charges.len(), RUNS, "no charge for anyone else: {:?}", evidence.charges);
-    let failed = ended.get("failed").copied().unwrap_or(0);
-    assert_eq!(evidence.refunds.len(), failed, "refunds only for failed runs: {:?}", evidence.refunds);
+    let failed = ended.get("compensated").copied().unwrap_or(0);
+    assert_eq!(evidence.refunds.len(), failed, "refunds only for failed (compensated) runs: {:?}", evidence.refunds);
     assert_eq!(ws.store().audit_verify().unwrap().broken, None, "the audit log verifies");
     assert!(killed_mid_work >= KILL_ROUNDS / 2, "too few kills landed inside runs: {rounds:?}");
     assert!(settled > 0, "no kill landed mid-send: the test proved nothing about interrupted actions");

@@ -129,7 +129,7 @@ retry = { attempts = 2, backoff_ms = 10 }
 async fn a_failed_third_step_compensates_two_then_one_once_each() {
     let h = host(&[("saga", SAGA)]).await;
     let done = run(&h, "saga", json!({})).await;
-    assert_eq!(done.state, RunState::Failed, "{done:?}");
+    assert_eq!(done.state, RunState::Compensated, "failed, and both charges undone: {done:?}");
     assert_eq!(done.steps["boom"].status, StepStatus::Failed);
     assert_eq!(done.steps["boom"].attempts, 2, "retried once");
     assert!(done.error.as_deref().unwrap().contains("failing on purpose"), "{:?}", done.error);
@@ -142,7 +142,7 @@ async fn a_failed_third_step_compensates_two_then_one_once_each() {
 
     // Compensating again (a second process, an operator retry) does nothing.
     let again = h.rt.compensate_run(&done.id).await.unwrap();
-    assert_eq!(again.state, RunState::Failed);
+    assert_eq!(again.state, RunState::Compensated);
     let requests = h.payments.requests().iter().filter(|r| r.path == "/v1/refunds").count();
     assert_eq!(requests, 2);
     let intents = h.ws.store().intents_with_prefix(&format!("{}/", done.id)).unwrap();

@@ -33,7 +33,7 @@ pub enum RunsCommand {
     /// Recent runs, newest first.
     List {
         /// Only runs in this state (running, waiting-approval, paused,
-        /// succeeded, failed, compensating, cancelled).
+        /// succeeded, failed, compensating, compensated, cancelled).
         #[arg(long)]
         state: Option<String>,
         /// How many at most.
@@ -238,7 +238,9 @@ fn report(run: &Run, json: bool) -> anyhow::Result<()> {
             )
         }
         RunState::Compensating => println!("next: compensation waits for the kill switch: `keel resume`"),
-        RunState::Failed => println!("next: `keel runs show {}` and `keel outbox` for what was undone", run.id),
+        RunState::Failed | RunState::Compensated => {
+            println!("next: `keel runs show {}` and `keel outbox` for what was undone", run.id)
+        }
         _ => {}
     }
     Ok(())

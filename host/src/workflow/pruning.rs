@@ -75,7 +75,7 @@ impl Store {
         let since_ms = since_ms - since_ms % 86_400_000;
         let mut useful_actions = 0;
         let mut runs = 0;
-        for state in [RunState::Succeeded, RunState::Failed, RunState::Cancelled] {
+        for state in [RunState::Succeeded, RunState::Failed, RunState::Compensated, RunState::Cancelled] {
             for run in self.runs_in(state, usize::MAX)? {
                 if run.workflow != name || run.finished_at_ms.unwrap_or(0) < since_ms {
                     continue;

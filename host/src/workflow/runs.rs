@@ -41,18 +41,22 @@ pub enum RunState {
     Failed,
     /// Failed or cancelled, and undoing its executed actions.
     Compensating,
+    /// Failed, and every executed action that declares a compensation was
+    /// undone.
+    Compensated,
     /// Cancelled by the operator.
     Cancelled,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 7] = [
+    pub const ALL: [RunState; 8] = [
         RunState::Running,
         RunState::WaitingApproval,
         RunState::Paused,
         RunState::Succeeded,
         RunState::Failed,
         RunState::Compensating,
+        RunState::Compensated,
         RunState::Cancelled,
     ];
 
@@ -64,6 +68,7 @@ impl RunState {
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Compensating => "compensating",
+            RunState::Compensated => "compensated",
             RunState::Cancelled => "cancelled",
         }
     }
@@ -74,7 +79,7 @@ impl RunState {
 
     /// True once nothing more will happen to the run.
     pub fn is_finished(self) -> bool {
-        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Cancelled)
+        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Compensated | RunState::Cancelled)
     }
 }
 

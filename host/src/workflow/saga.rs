@@ -58,9 +58,11 @@ impl Runtime {
         intents.retain(|i| i.state == IntentState::Executed);
         intents.sort_by_key(|i| std::cmp::Reverse(taken_order(&run, i)));
         let mut failures = Vec::new();
+        let mut undone = 0;
         for intent in &intents {
             match self.compensate(&intent.key).await? {
-                Undo::Done | Undo::NothingToUndo => {}
+                Undo::Done => undone += 1,
+                Undo::NothingToUndo => {}
                 Undo::Blocked => {
                     tracing::warn!(run = id, "compensation waits for the kill switch to be lifted");
                     return Ok(run);
@@ -68,7 +70,10 @@ impl Runtime {
                 Undo::Failed(why) => failures.push(why),
             }
         }
-        let end = run.finishing_as.unwrap_or(RunState::Failed);
+        let end = match run.finishing_as.unwrap_or(RunState::Failed) {
+            RunState::Failed if undone > 0 && failures.is_empty() => RunState::Compensated,
+            end => end,
+        };
         let error = match (run.error.clone(), failures.is_empty()) {
             (error, true) => error,
             (error, false) => Some(format!(
