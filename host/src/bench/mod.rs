@@ -3,11 +3,19 @@
 
 pub mod audit;
 pub mod bare;
+pub mod model;
 pub mod records;
 pub mod runtime;
 pub mod semantic;
+pub mod workflows;
 
 use std::time::Duration;
+
+/// Paths of the guest components built with keel (`host/build.rs`),
+/// included once: the file exports a macro.
+pub(crate) mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
 
 /// p50 and p99 of one series.
 #[derive(Debug, Clone, Copy)]

@@ -16,10 +16,8 @@ use crate::bindings::{AgentPre, Task};
 use crate::runtime::{Runtime, engine};
 use crate::workspace::Workspace;
 
-/// Plugins the benchmark runs, embedded so `keel bench` works anywhere.
-mod plugins {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
+/// Plugins the benchmark runs, built with keel.
+use super::guests as plugins;
 
 /// One row: a floor and keel, measured interleaved.
 #[derive(Debug, Clone)]

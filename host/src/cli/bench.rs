@@ -12,6 +12,10 @@ pub enum Suite {
     Records,
     /// Semantic recall: hnsw against exact search at `--vectors` vectors.
     Semantic,
+    /// Model calls against raw HTTP to a loopback server; batched embeddings.
+    Model,
+    /// Workflow steps/s: journaled runs against the same calls made directly.
+    Workflows,
     /// Every suite above.
     All,
 }
@@ -21,7 +25,7 @@ pub struct BenchArgs {
     /// Which measurements to run.
     #[arg(value_enum, default_value = "runtime")]
     pub suite: Suite,
-    /// Measured calls per side (runtime) or single-commit appends (audit).
+    /// Measured calls per side (runtime, model) or single-commit appends (audit).
     #[arg(long, default_value_t = 5000)]
     pub iterations: usize,
     /// Records loaded before measuring (records suite).
@@ -30,6 +34,12 @@ pub struct BenchArgs {
     /// Vectors indexed before measuring (semantic suite; dimension 384).
     #[arg(long, default_value_t = 100_000)]
     pub vectors: usize,
+    /// Runs per side (workflows suite).
+    #[arg(long, default_value_t = 2000)]
+    pub runs: usize,
+    /// Runs in flight at once (workflows suite).
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
     /// Queries measured (semantic suite).
     #[arg(long, default_value_t = 1000)]
     pub queries: usize,
@@ -44,6 +54,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Audit | Suite::All) {
         eprintln!("audit: {n} single commits, then {} appends from many writers…", n * 10);
         print!("{}", crate::bench::audit::run(n).await?);
+    }
+    if matches!(args.suite, Suite::Model | Suite::All) {
+        eprintln!("model: {n} completions per side, then embeddings batched and not (under half a minute)…");
+        print!("{}", crate::bench::model::run(n).await?);
+    }
+    if matches!(args.suite, Suite::Workflows | Suite::All) {
+        eprintln!("workflows: {} runs of 3 steps per side, {} in flight (under a minute)…", args.runs, args.in_flight);
+        print!("{}", crate::bench::workflows::run(args.runs, args.in_flight).await?);
     }
     if matches!(args.suite, Suite::Records | Suite::All) {
         eprintln!("records: loading {} records, then measuring (a minute or two)…", args.records);
