@@ -178,3 +178,26 @@ fn the_api_is_guarded_webhooks_and_inbox_files_start_runs_and_sigterm_stops_clea
     let verify = common::keel(&path, &["audit", "verify"]);
     assert!(verify.status.success(), "{}", common::stdout(&verify));
 }
+
+#[tokio::test]
+async fn a_changed_policy_takes_effect_and_a_broken_one_changes_nothing() {
+    let (_dir, path) = common::workspace();
+    let ws = Workspace::open(&path).unwrap();
+    let runtime = ws.runtime().unwrap();
+    let mut watch = keel_host::serve::reload::PolicyWatch::new(&path);
+    assert!(!watch.check(&runtime).await, "nothing changed yet");
+
+    let config = std::fs::read_to_string(path.join("keel.toml")).unwrap();
+    let stricter = format!("{config}\n[policy.approval]\nkinds = [\"payments.charge\"]\n");
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(path.join("keel.toml"), &stricter).unwrap();
+    assert!(watch.check(&runtime).await, "the new policy is applied");
+    assert_eq!(runtime.kernel().policy().approval.kinds, ["payments.charge"]);
+    let audit = ws.store().audit_tail(3).unwrap();
+    assert!(audit.iter().any(|e| e.operation == "policy.reload" && e.actor == "operator"), "{audit:?}");
+
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(path.join("keel.toml"), format!("{stricter}\n[policy.budget]\ndaily = -5\n")).unwrap();
+    assert!(!watch.check(&runtime).await, "a config that does not load changes nothing");
+    assert_eq!(runtime.kernel().policy().approval.kinds, ["payments.charge"], "the running policy stays");
+}

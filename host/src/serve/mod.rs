@@ -1,7 +1,8 @@
 //! `keel serve`: the host run headless. One process holds the workspace
 //! and does everything that otherwise waits for a CLI command: it continues
 //! unfinished runs at start, fires triggers (schedule, inbox, record,
-//! webhook), executes ready actions, expires approvals, and answers the
+//! webhook), executes ready actions, expires approvals, reloads the
+//! policy when `keel.toml` changes, and answers the
 //! HTTP API on loopback by default. On SIGTERM or Ctrl-C it stops
 //! accepting requests, stops the trigger loop, gives runs in flight a
 //! grace period to reach a step boundary (where they are checkpointed
@@ -9,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod reload;
 pub mod webhook;
 
 use std::future::Future;
@@ -87,7 +89,8 @@ pub async fn serve(
         options.interval,
         stop_rx.clone(),
     );
-    let housekeeping = housekeeping(&runtime, options.interval, stop_rx);
+    let watch = reload::PolicyWatch::new(workspace.root());
+    let housekeeping = housekeeping(&runtime, watch, options.interval, stop_rx);
     let (served, (), (), ()) = tokio::join!(server, recover, triggers, housekeeping);
     served.context("the HTTP server failed")?;
 
@@ -100,10 +103,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Executes due actions and expires approvals every `interval` until
-/// `stop`.
+/// Reloads a changed policy, expires approvals, executes due actions and
+/// continues decided runs every `interval` until `stop`.
 async fn housekeeping(
     runtime: &crate::runtime::Runtime,
+    mut policy: reload::PolicyWatch,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -113,6 +117,7 @@ async fn housekeeping(
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
+        policy.check(runtime).await;
         if let Err(e) = runtime.kernel().expire_approvals(now_ms()) {
             tracing::error!(error = %e, "expiring approvals failed");
         }
