@@ -100,8 +100,8 @@ pub struct StepRun {
     /// The agent and the version that ran it.
     pub agent: String,
     pub version: String,
-    /// Attempts started (of the whole step; a fan-out step counts its
-    /// items' attempts in `items`).
+    /// Attempts made, recorded as they end (for a fan-out step, the most
+    /// any of its items needed).
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
@@ -133,7 +133,7 @@ pub struct Run {
     /// The step to run next, while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
-    /// Steps in the order they started.
+    /// Steps in the order their first attempt ended.
     #[serde(default)]
     pub order: Vec<String>,
     #[serde(default)]
