@@ -5,9 +5,10 @@
 //! dropped while it runs starts a run; SIGTERM stops it cleanly.
 
 mod common;
+mod peers;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,21 +39,11 @@ agent = "echo"
 input = { text = "$.trigger.text" }
 "#;
 
-/// One HTTP/1.1 request with exactly these headers; status and JSON body.
+/// One HTTP/1.1 request with these headers (`host` included); status and
+/// JSON body.
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = peers::http::request(addr, method, path, headers, body.as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 struct Server {

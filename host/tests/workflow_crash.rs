@@ -327,12 +327,7 @@ fn sigkill_during_many_runs_never_doubles_an_effect() {
     let payments = peers_rt.block_on(PaymentsPeer::start(API_KEY));
     let smtp = SmtpPeer::start(None);
 
-    let (dir, path) = common::workspace();
-    let key_file = dir.path().join("stripe_key");
-    std::fs::write(&key_file, API_KEY).unwrap();
-    let config =
-        format!("[limits]\ncall_timeout_ms = 10000\n\n{}", peers::connector_config(&smtp, &payments, &key_file));
-    std::fs::write(path.join("keel.toml"), config).unwrap();
+    let (dir, path) = peers::connected_config("[limits]\ncall_timeout_ms = 10000\n", API_KEY, &smtp, &payments);
     std::fs::create_dir_all(path.join("workflows")).unwrap();
     std::fs::write(path.join("workflows/checkout.toml"), CHECKOUT).unwrap();
 

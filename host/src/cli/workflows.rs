@@ -333,8 +333,8 @@ pub async fn runs(ws: &Workspace, command: RunsCommand) -> anyhow::Result<()> {
 
 /// Continues runs that waited on actions the operator just decided.
 pub async fn continue_waiting(runtime: &Runtime) -> anyhow::Result<()> {
-    for run in runtime.store().runs_in(RunState::WaitingApproval, usize::MAX)? {
-        let after = runtime.continue_if_decided(&run.id).await?;
+    for after in runtime.continue_waiting_runs(usize::MAX).await? {
+        let after = after?;
         if after.state != RunState::WaitingApproval {
             eprintln!("run {} of {}: {}", after.id, after.workflow, after.state.as_str());
         }

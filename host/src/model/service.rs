@@ -288,7 +288,7 @@ impl ModelService {
             }
         }
         let input: u64 = request.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum();
-        let target = format!("{tier}: {}", chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let target = chain_label(tier, &chain);
         let estimate = self.estimate(&chain, (input, request.max_tokens.into()));
         let reservation = match self.reserve(store, scope, ("model.complete", &target), estimate, &day) {
             Ok(r) => r,
@@ -402,7 +402,7 @@ impl ModelService {
         let free = Totals { calls: 1, cached: 1, ..Totals::default() };
         let rows = Self::charges(scope, &[]).into_iter().map(|(s, _)| (s, free)).collect();
         let settle = self.meter.settle_free(day, rows);
-        let target = format!("{tier}: {}", chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let target = chain_label(tier, chain);
         let entry = AuditEntry::allowed(scope.plugin, "model.complete", target)
             .with_reason(format!("{}: answered from the cache, cost 0", hit.model));
         let completed = Completed {
@@ -443,7 +443,7 @@ impl ModelService {
         };
         let day = utc_day(now_ms());
         let tokens: u64 = texts.iter().map(|t| estimate_tokens(t)).sum();
-        let target = format!("embed: {}", chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let target = chain_label("embed", &chain);
         let estimate = self.estimate(&chain, (tokens, 0));
         let reservation = match self.reserve(store, scope, ("model.embed", &target), estimate, &day) {
             Ok(r) => r,
@@ -493,6 +493,11 @@ impl ModelService {
             }
         }
     }
+}
+
+/// `tier: provider/model, ...`: the audit target of a call on `chain`.
+fn chain_label(tier: &str, chain: &[ModelRef]) -> String {
+    format!("{tier}: {}", chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
 }
 
 fn unknown_provider(model: &ModelRef) -> ProviderError {

@@ -125,11 +125,9 @@ async fn housekeeping(
             Ok(done) => done.iter().for_each(|e| tracing::info!("action {}", crate::runtime::execute::describe(e))),
             Err(e) => tracing::error!(error = %e, "executing ready actions failed"),
         }
-        let waiting = runtime.store().runs_in(crate::workflow::runs::RunState::WaitingApproval, 1000);
-        for run in waiting.unwrap_or_default() {
-            if let Err(e) = runtime.continue_if_decided(&run.id).await {
-                tracing::error!(run = %run.id, error = %e, "continuing a run failed");
-            }
+        let continued = runtime.continue_waiting_runs(1000).await.unwrap_or_else(|e| vec![Err(e)]);
+        for e in continued.into_iter().filter_map(Result::err) {
+            tracing::error!(error = %e, "continuing a waiting run failed");
         }
     }
 }

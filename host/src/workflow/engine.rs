@@ -378,8 +378,19 @@ impl Runtime {
         for result in futures::future::join_all(drives).await {
             out.push(result?);
         }
-        for run in self.store().runs_in(RunState::WaitingApproval, usize::MAX)? {
-            out.push(self.continue_if_decided(&run.id).await?);
+        for result in self.continue_waiting_runs(usize::MAX).await? {
+            out.push(result?);
+        }
+        Ok(out)
+    }
+
+    /// [`Runtime::continue_if_decided`] for up to `limit` runs waiting on the
+    /// operator, oldest first; one result per run, so one run's failure does
+    /// not keep the others waiting.
+    pub async fn continue_waiting_runs(&self, limit: usize) -> Result<Vec<Result<Run, WorkflowError>>, WorkflowError> {
+        let mut out = Vec::new();
+        for run in self.store().runs_in(RunState::WaitingApproval, limit)? {
+            out.push(self.continue_if_decided(&run.id).await);
         }
         Ok(out)
     }

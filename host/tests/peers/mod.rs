@@ -95,6 +95,23 @@ pub fn connector_config(
     )
 }
 
+/// A fresh workspace folder whose keel.toml is `head` and the sections
+/// wiring `mail` and `payments` to these peers, the payments key `api_key`
+/// in a file keel reads; nothing installed, nothing opened.
+pub fn connected_config(
+    head: &str,
+    api_key: &str,
+    smtp: &smtp::SmtpPeer,
+    payments: &payments::PaymentsPeer,
+) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = crate::common::workspace();
+    let key_file = dir.path().join("stripe_key");
+    std::fs::write(&key_file, format!("{api_key}\n")).unwrap();
+    let config = format!("{head}\n{}", connector_config(smtp, payments, &key_file));
+    std::fs::write(path.join("keel.toml"), config).unwrap();
+    (dir, path)
+}
+
 /// A workspace wired to fresh mail and payments peers, with `mail`,
 /// `payments` and `proposer` installed.
 pub struct Connected {
@@ -111,11 +128,7 @@ pub struct Connected {
 pub async fn connected_workspace(head: &str, api_key: &str, prepare: impl FnOnce(&std::path::Path)) -> Connected {
     let smtp = smtp::SmtpPeer::start(None);
     let payments = payments::PaymentsPeer::start(api_key).await;
-    let (dir, path) = crate::common::workspace();
-    let key_file = dir.path().join("stripe_key");
-    std::fs::write(&key_file, format!("{api_key}\n")).unwrap();
-    let config = format!("{head}\n{}", connector_config(&smtp, &payments, &key_file));
-    std::fs::write(path.join("keel.toml"), config).unwrap();
+    let (dir, path) = connected_config(head, api_key, &smtp, &payments);
     prepare(&path);
     let ws = keel_host::workspace::Workspace::open(&path).unwrap();
     let rt = ws.runtime().unwrap();
