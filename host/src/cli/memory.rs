@@ -1,7 +1,5 @@
 //! `keel memory`: the operator's view of the memory plane.
 
-use std::collections::BTreeMap;
-
 use anyhow::bail;
 use clap::Subcommand;
 
@@ -213,42 +211,7 @@ fn print_stats(ws: &Workspace, json: bool) -> anyhow::Result<()> {
         }
     };
     if json {
-        let kv: BTreeMap<_, _> = kv
-            .iter()
-            .map(|(ns, s)| {
-                let bound = plane.rules.kv_bound(ns);
-                let v = serde_json::json!({
-                    "entries": s.entries, "bytes": s.bytes, "expired": s.expired,
-                    "max_entries": bound.max_entries, "max_bytes": bound.max_bytes,
-                    "retention_hours": retention(ns),
-                });
-                (ns.clone(), v)
-            })
-            .collect();
-        let records: BTreeMap<_, _> = collections
-            .iter()
-            .map(|(c, s)| {
-                let indexes: BTreeMap<_, _> =
-                    s.indexes.iter().map(|(f, ready)| (f.clone(), if *ready { "ready" } else { "stale" })).collect();
-                let retention = plane.rules.collections.get(c).map(|d| d.as_secs_f64() / 3600.0);
-                (c.clone(), serde_json::json!({"records": s.records, "indexes": indexes, "retention_hours": retention}))
-            })
-            .collect();
-        let notes: BTreeMap<_, _> = notes
-            .iter()
-            .map(|(ns, n)| {
-                let v = serde_json::json!({"notes": n, "index": index_state(ns), "retention_hours": retention(ns)});
-                (ns.clone(), v)
-            })
-            .collect();
-        let v = serde_json::json!({
-            "schema_version": store.schema_version()?,
-            "file_bytes": file_bytes,
-            "audit_entries": audit,
-            "namespaces": kv,
-            "collections": records,
-            "notes": notes,
-        });
+        let v = crate::memory::stats::stats_json(store, &plane)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }

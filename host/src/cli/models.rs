@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
-use crate::kernel::ledger::utc_day;
-use crate::kernel::outbox::IntentState;
-use crate::memory::now_ms;
 use crate::model::cache;
 use crate::model::config::TIERS;
-use crate::model::costs::{Totals, micros_text};
+use crate::model::costs::micros_text;
+use crate::model::report::{Line, cost_report};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Args)]
@@ -30,111 +27,9 @@ pub enum CacheCommand {
     Clear,
 }
 
-/// Spend of one scope over the window, with what it bought.
-#[derive(Debug, Default, Serialize)]
-struct Line {
-    name: String,
-    #[serde(flatten)]
-    totals: Totals,
-    /// Executed (non-rejected, non-failed) actions, for plugins.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    useful_actions: Option<u64>,
-    /// Cost divided by useful actions, in micro-units.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    micros_per_useful_action: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct CostReport {
-    currency: String,
-    since_day: String,
-    total: Totals,
-    useful_actions: u64,
-    micros_per_useful_action: Option<u64>,
-    days: Vec<Line>,
-    plugins: Vec<Line>,
-    models: Vec<Line>,
-    workflows: Vec<Line>,
-    runs: Vec<Line>,
-}
-
-fn per_action(micros: u64, actions: u64) -> Option<u64> {
-    (actions > 0).then(|| micros.div_ceil(actions))
-}
-
-fn cost_report(ws: &Workspace, days: u64) -> anyhow::Result<CostReport> {
-    let now = now_ms();
-    let since_day = utc_day(now.saturating_sub((days - 1) * 86_400_000));
-    let mut by_day: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut scoped: BTreeMap<String, Totals> = BTreeMap::new();
-    for (day, scope, totals) in ws.store().model_costs_since(&since_day)? {
-        if scope == crate::model::costs::WORKSPACE {
-            by_day.entry(day).or_default().add(&totals);
-        } else {
-            scoped.entry(scope).or_default().add(&totals);
-        }
-    }
-    let mut useful: BTreeMap<String, u64> = BTreeMap::new();
-    let mut useful_by_workflow: BTreeMap<String, u64> = BTreeMap::new();
-    let mut workflow_of: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for intent in ws.store().intents_in(IntentState::Executed, usize::MAX)? {
-        if utc_day(intent.updated_at_ms) < since_day {
-            continue;
-        }
-        *useful.entry(intent.plugin).or_default() += 1;
-        // Keys of workflow steps start with their run id.
-        let run = intent.key.split('/').next().unwrap_or_default().to_owned();
-        let workflow = match workflow_of.get(&run) {
-            Some(w) => w.clone(),
-            None => {
-                let w = ws.store().run(&run)?.map(|r| r.workflow);
-                workflow_of.insert(run, w.clone());
-                w
-            }
-        };
-        if let Some(w) = workflow {
-            *useful_by_workflow.entry(w).or_default() += 1;
-        }
-    }
-    let mut total = Totals::default();
-    by_day.values().for_each(|t| total.add(t));
-    let useful_actions = useful.values().sum();
-    let lines = |prefix: &str| -> Vec<Line> {
-        scoped
-            .iter()
-            .filter_map(|(scope, t)| scope.strip_prefix(prefix).map(|name| (name, t)))
-            .map(|(name, t)| Line { name: name.to_owned(), totals: *t, ..Line::default() })
-            .collect()
-    };
-    let mut plugins = lines("plugin:");
-    for line in &mut plugins {
-        let actions = useful.get(&line.name).copied().unwrap_or(0);
-        line.useful_actions = Some(actions);
-        line.micros_per_useful_action = per_action(line.totals.micros, actions);
-    }
-    let mut workflows = lines("workflow:");
-    for line in &mut workflows {
-        let actions = useful_by_workflow.get(&line.name).copied().unwrap_or(0);
-        line.useful_actions = Some(actions);
-        line.micros_per_useful_action = per_action(line.totals.micros, actions);
-    }
-    Ok(CostReport {
-        currency: ws.config().policy.currency.clone(),
-        since_day,
-        total,
-        useful_actions,
-        micros_per_useful_action: per_action(total.micros, useful_actions),
-        days: by_day.into_iter().map(|(name, totals)| Line { name, totals, ..Line::default() }).collect(),
-        plugins,
-        models: lines("model:"),
-        workflows,
-        runs: lines("run:"),
-    })
-}
-
 /// `keel costs`.
 pub fn costs(ws: &Workspace, args: CostsArgs) -> anyhow::Result<()> {
-    let report = cost_report(ws, args.days)?;
+    let report = cost_report(ws.store(), &ws.config().policy.currency, args.days)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

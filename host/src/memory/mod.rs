@@ -14,6 +14,7 @@ pub mod records;
 pub mod retention;
 mod schema;
 pub mod semantic;
+pub mod stats;
 pub mod write_set;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ pub mod costs;
 pub mod offline;
 pub mod openai;
 pub mod provider;
+pub mod report;
 pub mod service;
 
 pub use config::ModelConfig;

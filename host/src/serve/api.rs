@@ -27,7 +27,7 @@ pub struct AppState {
     pub drives: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
-type Shared = Arc<AppState>;
+pub type Shared = Arc<AppState>;
 
 /// A JSON error with a message that says what to do.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -38,14 +38,20 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Paths served without the token: health checks, the API description and
+/// the dashboard's static assets (none of them holds workspace data).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/" | "/api/v1/health" | "/api/v1/ready" | "/api/v1/openapi.json") || path.starts_with("/dashboard/")
+}
+
 async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let checked = state
         .guard
         .check_origin(header_str(headers, header::HOST), header_str(headers, header::ORIGIN))
-        .and_then(|()| match request.uri().path() {
-            "/api/v1/health" | "/api/v1/ready" => Ok(()),
-            _ => state.guard.check_token(header_str(headers, header::AUTHORIZATION)),
+        .and_then(|()| match is_public(request.uri().path()) {
+            true => Ok(()),
+            false => state.guard.check_token(header_str(headers, header::AUTHORIZATION)),
         });
     match checked {
         Ok(()) => next.run(request).await,
@@ -63,6 +69,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/hooks/{*path}", post(hook))
+        .route("/metrics", get(super::metrics::metrics))
+        .merge(super::dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }

@@ -10,6 +10,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
+pub mod metrics;
 pub mod reload;
 pub mod webhook;
 
