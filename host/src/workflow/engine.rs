@@ -122,12 +122,15 @@ impl Runtime {
             let last =
                 run.order.last().filter(|s| run.steps.get(*s).is_some_and(|s| s.status == StepStatus::Succeeded));
             if let Some(last) = last {
-                if let Some(waiting) = self.after_step(id, last).await? {
-                    return Ok(waiting);
-                }
-                let state = self.store().run(id)?.map(|r| r.state);
-                if state != Some(RunState::Running) {
-                    continue;
+                match self.after_step(id, last).await? {
+                    Settled::NoActions => {}
+                    Settled::Waiting(run) => return Ok(run),
+                    // Executing may have failed the run: look again.
+                    Settled::Executed => {
+                        if self.store().run(id)?.map(|r| r.state) != Some(RunState::Running) {
+                            continue;
+                        }
+                    }
                 }
             }
             let Some(cursor) = run.cursor.clone() else {
@@ -276,8 +279,11 @@ impl Runtime {
     /// if one failed, and parks the run if some wait for the operator (or
     /// the kill switch). Returns the run when it stopped there. Safe to
     /// repeat: executed actions are not executed again.
-    async fn after_step(&self, id: &str, step: &str) -> Result<Option<Run>, WorkflowError> {
+    async fn after_step(&self, id: &str, step: &str) -> Result<Settled, WorkflowError> {
         let keys: Vec<String> = step_intents(self, id, step)?.into_iter().map(|i| i.key).collect();
+        if keys.is_empty() {
+            return Ok(Settled::NoActions);
+        }
         self.execute_keys(&keys).await?;
         let intents = step_intents(self, id, step)?;
         if let Some(failed) =
@@ -291,7 +297,7 @@ impl Runtime {
                 failed.note.clone().unwrap_or_default()
             );
             self.fail_run(id, step, why).await?;
-            return Ok(None);
+            return Ok(Settled::Executed);
         }
         let waiting: Vec<String> = intents
             .iter()
@@ -299,7 +305,7 @@ impl Runtime {
             .map(|i| i.key.clone())
             .collect();
         if waiting.is_empty() {
-            return Ok(None);
+            return Ok(Settled::Executed);
         }
         let keys = waiting.clone();
         let mutation = update_run("workflow.wait", id, move |run| {
@@ -311,7 +317,10 @@ impl Runtime {
         let entry = AuditEntry::allowed("host", "workflow.wait", id)
             .with_reason(format!("waiting for the operator on {}", waiting.join(", ")));
         self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
-        Ok(self.store().run(id)?)
+        match self.store().run(id)? {
+            Some(run) => Ok(Settled::Waiting(run)),
+            None => Err(WorkflowError::NoSuchRun(id.to_owned())),
+        }
     }
 
     /// Continues a run waiting on the operator once every intent it waits
@@ -427,6 +436,16 @@ impl Runtime {
         }
         self.store().run(&run.id)?.ok_or_else(|| WorkflowError::NoSuchRun(run.id.clone()))
     }
+}
+
+/// What settling a finished step's actions left.
+enum Settled {
+    /// The step proposed nothing.
+    NoActions,
+    /// Its actions ran (or failed the run): the run may have changed.
+    Executed,
+    /// The run now waits for the operator.
+    Waiting(Run),
 }
 
 /// One attempt of a step: which version of its agent, which attempt, when.
