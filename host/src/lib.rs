@@ -23,5 +23,7 @@ pub mod model;
 pub mod plugin;
 pub mod runtime;
 pub mod serve;
+pub mod telemetry;
+pub mod tls;
 pub mod workflow;
 pub mod workspace;

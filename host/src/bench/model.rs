@@ -28,7 +28,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::rustls;
 
 use super::{Percentiles, percentiles};
 use crate::kernel::ledger::utc_day;
@@ -321,12 +320,8 @@ struct RawClient {
 
 impl RawClient {
     fn new(base_url: &str) -> anyhow::Result<RawClient> {
-        // reqwest is built without a default crypto provider; plain HTTP needs
-        // none, but the builder wants one, as keel's provider client gets.
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
+        // The same TLS set-up as keel's provider client (plain HTTP here).
+        let tls = crate::tls::client_config().map_err(anyhow::Error::msg)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())

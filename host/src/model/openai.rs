@@ -11,12 +11,10 @@
 //! would send it.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_rustls::rustls;
 use tracing::Instrument;
 
 use super::provider::{ChatRequest, ChatResponse, EmbedResponse, ProviderError, Usage};
@@ -182,7 +180,7 @@ impl OpenAiProvider {
             ));
         }
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
+            .tls_backend_preconfigured(crate::tls::client_config()?)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("provider `{name}`: cannot build the HTTP client: {e}"))?;
@@ -411,17 +409,6 @@ impl OpenAiProvider {
             detail: format!("the connection broke during the answer: {}", self.clean(&error_chain(error))),
         }
     }
-}
-
-/// Web PKI roots with the ring provider, as the connectors' egress uses.
-fn tls_config() -> Result<rustls::ClientConfig, String> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot configure TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 fn chat_body(request: &ChatRequest, stream: bool) -> Value {

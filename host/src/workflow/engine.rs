@@ -25,8 +25,9 @@ use crate::memory::now_ms;
 use crate::runtime::{CallError, Runtime, StepContext};
 
 /// The definition a run started with.
-pub fn definition_of(run: &Run) -> Result<WorkflowDef, WorkflowError> {
-    definition::parse(Path::new(&run.source), &run.definition, &|_| AgentCheck::Agent)
+pub fn definition_of(store: &crate::memory::Store, run: &Run) -> Result<WorkflowDef, WorkflowError> {
+    let text = store.run_definition(run)?;
+    definition::parse(Path::new(&run.source), &text, &|_| AgentCheck::Agent)
         .map_err(|e| WorkflowError::Definition(e.to_string()))
 }
 
@@ -40,9 +41,10 @@ pub(super) fn update_run(label: &'static str, id: &str, change: impl Fn(&mut Run
     let id = id.to_owned();
     let apply = Arc::new(move |txn: &WriteTransaction| {
         let Some(mut run) = runs::get_in(txn, &id)? else { return Ok(()) };
+        let old = run.state;
         change(&mut run);
         run.updated_at_ms = now_ms();
-        runs::put_in(txn, &run)
+        runs::replace_in(txn, &run, Some(old))
     });
     Mutation::Custom(CustomMutation { label, apply })
 }
@@ -81,7 +83,8 @@ impl Runtime {
         let run = Run {
             id: runs::new_run_id(),
             workflow: def.name.clone(),
-            definition: text.to_owned(),
+            definition: String::new(),
+            definition_sha256: Some(crate::runtime::sha256_hex(text.as_bytes())),
             source: def.source.display().to_string(),
             trigger: trigger.to_owned(),
             input,
@@ -99,12 +102,16 @@ impl Runtime {
         };
         let entry = AuditEntry::allowed(actor, "workflow.start", format!("{} {}", def.name, run.id))
             .with_reason(format!("trigger: {trigger}"));
-        self.store().commit(Batch { mutations: vec![runs::put(run.clone())], audit: vec![entry] }).await?;
+        let sha256 = run.definition_sha256.clone().expect("set above");
+        let mutations = vec![runs::put_definition(sha256, text.to_owned()), runs::put(run.clone())];
+        self.store().commit(Batch { mutations, audit: vec![entry] }).await?;
         Ok(run)
     }
 
     /// Runs run `id` until it finishes, waits for the operator, or is
-    /// paused or cancelled; returns it as it is then.
+    /// paused or cancelled; returns it as it is then. Its steps' spans are
+    /// children of one `keel.workflow.run` span (one trace over OTLP).
+    #[tracing::instrument(name = "keel.workflow.run", skip_all, fields(run = %id))]
     pub async fn drive_run(&self, id: &str) -> Result<Run, WorkflowError> {
         // A run's definition never changes: parse it once.
         let mut def: Option<WorkflowDef> = None;
@@ -124,7 +131,7 @@ impl Runtime {
             if let Some(last) = last {
                 match self.after_step(id, last).await? {
                     Settled::NoActions => {}
-                    Settled::Waiting(run) => return Ok(run),
+                    Settled::Waiting(run) => return Ok(*run),
                     // Executing may have failed the run: look again.
                     Settled::Executed => {
                         if self.store().run(id)?.map(|r| r.state) != Some(RunState::Running) {
@@ -137,7 +144,7 @@ impl Runtime {
                 return self.finish_run(&run, RunState::Succeeded, None).await;
             };
             if def.is_none() {
-                def = Some(definition_of(&run)?);
+                def = Some(definition_of(self.store(), &run)?);
             }
             let step = def
                 .as_ref()
@@ -318,7 +325,7 @@ impl Runtime {
             .with_reason(format!("waiting for the operator on {}", waiting.join(", ")));
         self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
         match self.store().run(id)? {
-            Some(run) => Ok(Settled::Waiting(run)),
+            Some(run) => Ok(Settled::Waiting(Box::new(run))),
             None => Err(WorkflowError::NoSuchRun(id.to_owned())),
         }
     }
@@ -364,13 +371,26 @@ impl Runtime {
     /// concurrently up to each workflow's limit; then waiting runs whose
     /// actions were decided. Returns the runs as they are afterwards.
     pub async fn recover_runs(&self) -> Result<Vec<Run>, WorkflowError> {
-        self.settle_interrupted().await?;
+        let unfinished = self.unfinished_runs()?;
+        self.recover_listed(unfinished).await
+    }
+
+    /// The runs [`Runtime::recover_runs`] would continue: running and
+    /// compensating ones. `keel serve` lists them before it accepts
+    /// requests, so a run a webhook starts is never driven twice.
+    pub fn unfinished_runs(&self) -> Result<Vec<Run>, WorkflowError> {
         let mut unfinished = self.store().runs_in(RunState::Running, usize::MAX)?;
         unfinished.extend(self.store().runs_in(RunState::Compensating, usize::MAX)?);
+        Ok(unfinished)
+    }
+
+    /// [`Runtime::recover_runs`] for the runs listed earlier.
+    pub async fn recover_listed(&self, unfinished: Vec<Run>) -> Result<Vec<Run>, WorkflowError> {
+        self.settle_interrupted().await?;
         let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
         let mut drives = Vec::new();
         for run in &unfinished {
-            let limit = definition_of(run).map_or(1, |d| d.limits.concurrency as usize);
+            let limit = definition_of(self.store(), run).map_or(1, |d| d.limits.concurrency as usize);
             let semaphore = limits
                 .entry(run.workflow.clone())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
@@ -445,7 +465,7 @@ enum Settled {
     /// Its actions ran (or failed the run): the run may have changed.
     Executed,
     /// The run now waits for the operator.
-    Waiting(Run),
+    Waiting(Box<Run>),
 }
 
 /// One attempt of a step: which version of its agent, which attempt, when.

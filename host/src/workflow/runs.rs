@@ -17,10 +17,14 @@ use crate::memory::{Store, StoreError, now_ms};
 const RUNS: TableDefinition<&str, &str> = TableDefinition::new("workflow_runs");
 /// (state, run id): runs by state.
 const BY_STATE: TableDefinition<(&str, &str), ()> = TableDefinition::new("workflow_runs_by_state");
+/// sha256 of a definition's text -> the text: runs name theirs by hash, so
+/// a step's update does not rewrite it and many runs share one copy.
+const DEFINITIONS: TableDefinition<&str, &str> = TableDefinition::new("workflow_definitions");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(RUNS)?;
     txn.open_table(BY_STATE)?;
+    txn.open_table(DEFINITIONS)?;
     Ok(())
 }
 
@@ -121,9 +125,14 @@ pub struct StepRun {
 pub struct Run {
     pub id: String,
     pub workflow: String,
-    /// The definition file's text when the run started: editing the file
-    /// does not change runs already going.
+    /// The definition file's text when the run started, for runs recorded
+    /// before definitions were stored apart (empty since): editing the
+    /// file does not change runs already going.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub definition: String,
+    /// The sha256 of that text in the definitions table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_sha256: Option<String>,
     /// Where that file was, for error messages.
     pub source: String,
     /// What started it: `manual`, `schedule`, `webhook`, `inbox`, `record`.
@@ -184,15 +193,33 @@ pub(crate) fn get_in(txn: &WriteTransaction, id: &str) -> Result<Option<Run>, St
 
 /// Writes `run`, keeping the state index in step.
 pub(crate) fn put_in(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError> {
-    let old = get_in(txn, &run.id)?;
+    let old = get_in(txn, &run.id)?.map(|r| r.state);
+    replace_in(txn, run, old)
+}
+
+/// Writes `run` over the stored run whose state was `old` (`None`: new),
+/// keeping the state index in step; for callers that just read it.
+pub(crate) fn replace_in(txn: &WriteTransaction, run: &Run, old: Option<RunState>) -> Result<(), StoreError> {
     let mut by_state = txn.open_table(BY_STATE)?;
     if let Some(old) = old {
-        by_state.remove((old.state.as_str(), run.id.as_str()))?;
+        by_state.remove((old.as_str(), run.id.as_str()))?;
     }
     by_state.insert((run.state.as_str(), run.id.as_str()), ())?;
     let json = serde_json::to_string(run).expect("runs always serialize");
     txn.open_table(RUNS)?.insert(run.id.as_str(), json.as_str())?;
     Ok(())
+}
+
+/// A mutation that stores definition `text` under its `sha256` (once).
+pub fn put_definition(sha256: String, text: String) -> Mutation {
+    let apply = Arc::new(move |txn: &WriteTransaction| {
+        let mut table = txn.open_table(DEFINITIONS)?;
+        if table.get(sha256.as_str())?.is_none() {
+            table.insert(sha256.as_str(), text.as_str())?;
+        }
+        Ok(())
+    });
+    Mutation::Custom(CustomMutation { label: "workflow.definition", apply })
 }
 
 /// A mutation that writes `run` as it is.
@@ -202,6 +229,20 @@ pub fn put(run: Run) -> Mutation {
 }
 
 impl Store {
+    /// The definition text run `run` started with.
+    pub fn run_definition(&self, run: &Run) -> Result<String, StoreError> {
+        let Some(sha256) = &run.definition_sha256 else { return Ok(run.definition.clone()) };
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(DEFINITIONS)?;
+        match table.get(sha256.as_str())? {
+            Some(text) => Ok(text.value().to_owned()),
+            None => Err(StoreError::Corrupt {
+                what: format!("workflow run {}", run.id),
+                detail: format!("its definition {sha256} is missing"),
+            }),
+        }
+    }
+
     pub fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(RUNS)?;
@@ -224,6 +265,25 @@ impl Store {
             if let Some(json) = runs.get(id)? {
                 out.push(serde_json::from_str(json.value()).map_err(|e| corrupt(id, e))?);
             }
+        }
+        Ok(out)
+    }
+
+    /// How many runs are in each state (the state index's keys, no run is
+    /// read).
+    pub fn run_counts(&self) -> Result<Vec<(RunState, u64)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let by_state = txn.open_table(BY_STATE)?;
+        let mut out = Vec::new();
+        for state in RunState::ALL {
+            let mut n = 0;
+            for item in by_state.range((state.as_str(), "")..)? {
+                if item?.0.value().0 != state.as_str() {
+                    break;
+                }
+                n += 1;
+            }
+            out.push((state, n));
         }
         Ok(out)
     }
