@@ -7,14 +7,14 @@
 mod common;
 mod peers;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_host::workspace::Workspace;
 use serde_json::{Value, json};
+
+use peers::keel_serve::{Server, http, rotate_token};
 
 const HOOKED: &str = r#"
 [trigger]
@@ -38,42 +38,6 @@ id = "read"
 agent = "echo"
 input = { text = "$.trigger.text" }
 "#;
-
-/// One HTTP/1.1 request with these headers (`host` included); status and
-/// JSON body.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let (status, body) = peers::http::request(addr, method, path, headers, body.as_bytes());
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(workspace: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--workspace")
-        .arg(workspace)
-        .args(["serve", "--listen", "127.0.0.1:0", "--interval-seconds", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("keel serve: listening on http://"), "{line}");
-    assert!(line.contains("2 workflows") && line.contains("serve.token"), "{line}");
-    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
-    Server { child, addr }
-}
 
 fn wait_for_run(addr: SocketAddr, auth: &[(&str, &str)], id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -100,13 +64,12 @@ fn the_api_is_guarded_webhooks_and_inbox_files_start_runs_and_sigterm_stops_clea
         let rt = ws.runtime().unwrap();
         common::install(&ws, &rt, common::guests::ECHO);
     }
-    let rotated = common::keel(&path, &["token", "rotate"]);
-    assert!(rotated.status.success(), "{}", common::stderr(&rotated));
-    let token = common::stdout(&rotated).trim().to_owned();
+    let token = rotate_token(&path);
     assert_eq!(std::fs::read_to_string(path.join("serve.token")).unwrap(), token);
 
-    let server = start(&path);
-    let host = server.addr.to_string();
+    let server = Server::start(&path, &[]);
+    assert!(server.startup.contains("2 workflows") && server.startup.contains("serve.token"), "{}", server.startup);
+    let host = server.host();
     let bearer = format!("Bearer {token}");
     let auth = [("host", host.as_str()), ("authorization", bearer.as_str())];
 
@@ -152,16 +115,7 @@ fn the_api_is_guarded_webhooks_and_inbox_files_start_runs_and_sigterm_stops_clea
 
     // SIGTERM: a clean stop.
     let mut server = server;
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "keel serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate();
     assert!(status.success(), "{status}");
     let mut rest = String::new();
     server.child.stdout.take().unwrap().read_to_string(&mut rest).unwrap();

@@ -1,8 +1,10 @@
 //! `keel serve` and `keel token`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::serve::{ServeOptions, auth};
@@ -31,6 +33,9 @@ pub enum TokenCommand {
     /// Replace the API token (the old one stops working at the next start
     /// of `keel serve`) and print the new one.
     Rotate,
+    /// Print a sign-in link to the dashboard of the running `keel serve`
+    /// (the token travels in the link's fragment, never to a log).
+    Link,
 }
 
 /// `keel serve`.
@@ -49,6 +54,7 @@ pub async fn serve(ws: Workspace, args: ServeArgs) -> anyhow::Result<()> {
             ws.root().display(),
             ws.root().join(auth::TOKEN_FILE).display()
         );
+        println!("keel serve: dashboard at http://{addr}/ (`keel token link` prints a sign-in link)");
     };
     crate::serve::serve(ws, options, ready, shutdown_signal()).await?;
     println!("keel serve: stopped");
@@ -72,13 +78,22 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// `keel token rotate`.
-pub fn token(ws: &Workspace, command: TokenCommand) -> anyhow::Result<()> {
+/// `keel token rotate` and `keel token link`, on workspace folder `root`.
+pub fn token(root: &Path, command: TokenCommand) -> anyhow::Result<()> {
+    if !root.join(crate::workspace::CONFIG_FILE).is_file() {
+        return Err(crate::workspace::WorkspaceError::NotAWorkspace { dir: root.to_path_buf() }.into());
+    }
     match command {
         TokenCommand::Rotate => {
-            let token = auth::rotate(ws.root())?;
+            let token = auth::rotate(root)?;
             println!("{token}");
-            eprintln!("written to {}; restart `keel serve` to use it", ws.root().join(auth::TOKEN_FILE).display());
+            eprintln!("written to {}; restart `keel serve` to use it", root.join(auth::TOKEN_FILE).display());
+        }
+        TokenCommand::Link => {
+            let token = auth::read(root)?;
+            let addr = crate::serve::read_address(root)
+                .with_context(|| format!("is `keel serve` running on workspace {}? start it first", root.display()))?;
+            println!("http://{addr}/#token={token}");
         }
     }
     Ok(())

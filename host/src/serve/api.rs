@@ -1,6 +1,12 @@
-//! The HTTP API under `/api/v1`: health and readiness (no token), the
-//! webhook triggers, runs and status (token). Every request passes the
-//! [`Guard`](super::auth::Guard) first.
+//! The HTTP API under `/api/v1`, described by `openapi.json`. Every
+//! request passes the [`Guard`](super::auth::Guard) first: health,
+//! readiness, the API description and the dashboard's assets are public,
+//! everything else needs the token. Reads are in [`read`], the operator's
+//! decisions in [`decide`].
+
+mod decide;
+mod plugins;
+mod read;
 
 use std::sync::Arc;
 
@@ -32,6 +38,45 @@ pub type Shared = Arc<AppState>;
 /// A JSON error with a message that says what to do.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A failed request: its status and a message that says what to do.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl From<crate::memory::StoreError> for ApiError {
+    fn from(e: crate::memory::StoreError) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON body: 400 with the parse error when it is not the expected shape.
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &str) -> Result<T, ApiError> {
+    match body.trim() {
+        "" => Ok(T::default()),
+        text => serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!("the body is not the expected JSON ({e}); see /api/v1/openapi.json"))
+        }),
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -69,10 +114,30 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/hooks/{*path}", post(hook))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/plugins", get(read::plugins).post(plugins::install))
+        .route("/api/v1/plugins/{name}/accept", post(plugins::accept))
+        .route("/api/v1/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/api/v1/approvals", get(read::approvals))
+        .route("/api/v1/approvals/{id}/approve", post(decide::approve))
+        .route("/api/v1/approvals/{id}/reject", post(decide::reject))
+        .route("/api/v1/intents", get(read::intents))
+        .route("/api/v1/audit", get(read::audit))
+        .route("/api/v1/audit/verify", get(read::audit_verify))
+        .route("/api/v1/costs", get(read::costs))
+        .route("/api/v1/memory", get(read::memory))
+        .route("/api/v1/kill-switch", get(read::kill_switch).post(decide::kill_switch))
         .route("/metrics", get(super::metrics::metrics))
         .merge(super::dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// The API's description, checked against the router by the tests.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn health() -> Response {

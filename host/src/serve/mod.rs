@@ -31,6 +31,33 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     webhook::create_tables(txn)
 }
 
+/// The file naming the address a running `keel serve` listens on, for
+/// `keel token link`; removed at shutdown.
+pub const ADDRESS_FILE: &str = "serve.addr";
+
+struct AddressFile(std::path::PathBuf);
+
+impl AddressFile {
+    fn write(root: &std::path::Path, addr: SocketAddr) -> anyhow::Result<AddressFile> {
+        let path = root.join(ADDRESS_FILE);
+        std::fs::write(&path, addr.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        Ok(AddressFile(path))
+    }
+}
+
+impl Drop for AddressFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The address the `keel serve` of workspace `root` listens on.
+pub fn read_address(root: &std::path::Path) -> anyhow::Result<SocketAddr> {
+    let path = root.join(ADDRESS_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("no {}", path.display()))?;
+    text.trim().parse().with_context(|| format!("{} does not hold an address", path.display()))
+}
+
 /// How `keel serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -53,10 +80,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let token = auth::read(ws.root())?;
     let runtime = Arc::new(ws.runtime()?);
+    // Listed before any request or trigger can start a run, so recovery
+    // and a new run's own drive never take the same run.
+    let unfinished = runtime.unfinished_runs()?;
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| {
         format!("cannot listen on {}: is another keel serve running? pick another --listen", options.listen)
     })?;
     let addr = listener.local_addr()?;
+    let address_file = AddressFile::write(ws.root(), addr)?;
     let guard = auth::Guard::new(&token, addr, &options.allowed_hosts);
     let workspace = Arc::new(ws);
     let state = Arc::new(api::AppState {
@@ -77,7 +108,7 @@ pub async fn serve(
         }
     });
     let recover = async {
-        match runtime.recover_runs().await {
+        match runtime.recover_listed(unfinished).await {
             Ok(runs) if !runs.is_empty() => tracing::info!(runs = runs.len(), "continued unfinished runs"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "continuing unfinished runs failed"),
@@ -96,6 +127,7 @@ pub async fn serve(
     let (served, (), (), ()) = tokio::join!(server, recover, triggers, housekeeping);
     served.context("the HTTP server failed")?;
 
+    drop(address_file);
     // Runs started by webhooks: a grace period to reach a step boundary.
     let mut drives = std::mem::take(&mut *state.drives.lock().await);
     let finished = tokio::time::timeout(options.grace, async { while drives.join_next().await.is_some() {} }).await;
