@@ -109,8 +109,13 @@ impl Runtime {
             return Ok(None);
         }
         let attempt = intent.attempts + 1;
+        let span = tracing::info_span!("keel.action.execute", key = %intent.key, kind = %intent.proposal.kind,
+            connector = %intent.connector, attempt, outcome = tracing::field::Empty);
         let result = match self.connector(&intent.connector) {
-            Ok((record, component)) => self.perform(&intent, &record, &component).await,
+            Ok((record, component)) => {
+                use tracing::Instrument as _;
+                self.perform(&intent, &record, &component).instrument(span.clone()).await
+            }
             Err(why) => Err(Outcome::Failed(why)),
         };
         let registry = self.kernel().registry();
@@ -139,6 +144,7 @@ impl Runtime {
                 (to, detail, AuditEntry::denied("host", "actions.execute", target(&intent), reason))
             }
         };
+        span.record("outcome", to.as_str());
         let key = intent.key.clone();
         let note = detail.clone();
         let apply = Arc::new(move |txn: &WriteTransaction| {
