@@ -12,8 +12,8 @@ const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// A workspace with a few audit entries: install, two writes, denials.
 fn workspace_with_history() -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, ws) = common::workspace();
-    assert!(keel(&ws, &["install", common::guests::HELLO, "--yes"]).status.success());
-    assert!(keel(&ws, &["install", common::guests::UNGRANTED_IMPORT, "--yes"]).status.success());
+    assert!(keel(&ws, &["install", common::guests::HELLO, "--yes", "--allow-unsigned"]).status.success());
+    assert!(keel(&ws, &["install", common::guests::UNGRANTED_IMPORT, "--yes", "--allow-unsigned"]).status.success());
     assert!(keel(&ws, &["call", "hello", "--input", r#"{"name":"a"}"#]).status.success());
     assert!(keel(&ws, &["call", "ungranted-import"]).status.success());
     (dir, ws)

@@ -8,7 +8,7 @@ use common::{keel, stderr, stdout};
 fn installed(plugins: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, ws) = common::workspace();
     for p in plugins {
-        let out = keel(&ws, &["install", p, "--yes"]);
+        let out = keel(&ws, &["install", p, "--yes", "--allow-unsigned"]);
         assert!(out.status.success(), "install {p}: {}", stderr(&out));
     }
     (dir, ws)
@@ -60,7 +60,7 @@ fn list_inspect_and_remove() {
 #[test]
 fn installing_twice_is_refused() {
     let (_dir, ws) = installed(&[HELLO]);
-    let out = keel(&ws, &["install", HELLO, "--yes"]);
+    let out = keel(&ws, &["install", HELLO, "--yes", "--allow-unsigned"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already installed"), "{}", stderr(&out));
 }
@@ -68,7 +68,7 @@ fn installing_twice_is_refused() {
 #[test]
 fn install_without_yes_and_without_a_terminal_asks_for_yes() {
     let (_dir, ws) = common::workspace();
-    let out = keel(&ws, &["install", HELLO]);
+    let out = keel(&ws, &["install", HELLO, "--allow-unsigned"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("rerun with --yes"), "{}", stderr(&out));
     assert!(stdout(&keel(&ws, &["list"])).contains("no plugins installed"));
@@ -100,13 +100,13 @@ fn bad_plugin_files_fail_clearly_and_write_nothing() {
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        let out = keel(&ws, &["install", path.to_str().unwrap(), "--yes"]);
+        let out = keel(&ws, &["install", path.to_str().unwrap(), "--yes", "--allow-unsigned"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(expected) && err.contains(name), "{name}: {err}");
         assert_eq!(err.lines().filter(|l| l.starts_with("keel: ")).count(), 1, "one error line: {err}");
     }
-    let wasi_command = keel(&ws, &["install", WASI_COMMAND, "--yes"]);
+    let wasi_command = keel(&ws, &["install", WASI_COMMAND, "--yes", "--allow-unsigned"]);
     assert!(stderr(&wasi_command).contains("is a component of another world"), "{}", stderr(&wasi_command));
     assert!(stderr(&wasi_command).contains("wasi:cli/run"), "names what it exports: {}", stderr(&wasi_command));
 
@@ -167,7 +167,7 @@ fn pack_embeds_a_manifest_that_install_reads() {
     std::fs::copy(ECHO, &bare).unwrap();
     let out = keel(&ws, &["pack", bare.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = keel(&ws, &["install", bare.to_str().unwrap(), "--yes"]);
+    let out = keel(&ws, &["install", bare.to_str().unwrap(), "--yes", "--allow-unsigned"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("installed renamed 2.0.0"), "{}", stdout(&out));
 }

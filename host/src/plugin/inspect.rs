@@ -58,12 +58,46 @@ pub enum InstallError {
     NoManifest { path: PathBuf },
     #[error("invalid plugin manifest {0}")]
     Manifest(String),
-    #[error("plugin `{name}` is already installed (version {version}): run `keel remove {name}` first")]
+    #[error(
+        "plugin `{name}` is already installed (version {version}): install another version with `keel upgrade {name} --from FILE`, or `keel remove {name}` first"
+    )]
     AlreadyInstalled { name: String, version: String },
+    #[error(
+        "version {version} of `{name}` is already installed with other bytes (sha256 {installed}, this file {offered}): a changed plugin needs a new version; ask the publisher"
+    )]
+    SameVersionOtherBytes { name: String, version: String, installed: String, offered: String },
+    #[error("no plugin named `{name}` is installed: see `keel list`")]
+    NotInstalled { name: String },
+    #[error("`{name}` has no earlier version to roll back to (kept: {kept}): pass --to VERSION")]
+    NoPrevious { name: String, kept: String },
+    #[error("version {version} of `{name}` is not kept (kept: {kept})")]
+    NoSuchVersion { name: String, version: String, kept: String },
+    #[error(
+        "`{name}` has no upgrade waiting for review: pass --from SOURCE (a file, folder, URL with --sha256, or --index URL)"
+    )]
+    NothingPending { name: String },
+    #[error(
+        "{path} is the plugin `{found}`, not `{expected}`: check the source, or install it under its own name with `keel install`"
+    )]
+    OtherPlugin { path: PathBuf, found: String, expected: String },
     #[error("installation of `{name}` cancelled: nothing was granted or written")]
     Declined { name: String },
     #[error("cannot compile {path}: {detail}")]
     Compile { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Fetch(#[from] super::source::FetchError),
+    #[error(transparent)]
+    Signature(#[from] super::signing::SignatureError),
+    #[error(
+        "{why}: ask the publisher for a signature and trust their key (`keel keys add`), or pass --allow-unsigned if you trust this file"
+    )]
+    Unsigned { why: String },
+    #[error("{origin}: the index lists {listed} but the file is {found}: the index is wrong; tell its maintainer")]
+    IndexMismatch { origin: String, listed: String, found: String },
+    #[error("{name} {version} is already the active version")]
+    AlreadyActive { name: String, version: String },
+    #[error("{name} {version} asks for new capabilities: rerun with --accept-new to grant them; {active} stays active")]
+    NotAccepted { name: String, version: String, active: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

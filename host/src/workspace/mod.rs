@@ -11,7 +11,7 @@ pub use config::WorkspaceConfig;
 use crate::kernel::{CapabilitySet, Kernel, registry};
 use crate::memory::audit::AuditEntry;
 use crate::memory::plane::MemoryPlane;
-use crate::memory::plugins::PluginRecord;
+use crate::memory::plugins::{PluginRecord, Signer};
 use crate::memory::{Store, StoreError, now_ms};
 use crate::model::ModelService;
 use crate::plugin::InstallError;
@@ -157,40 +157,251 @@ impl Workspace {
     }
 
     /// Records a checked candidate with the capabilities the operator
-    /// granted. Refuses a name that is already installed.
+    /// granted, as unsigned. Refuses a name that is already installed.
     pub fn install(&self, candidate: Candidate, grants: CapabilitySet) -> Result<PluginRecord, InstallError> {
-        let m = &candidate.manifest;
-        if let Some(existing) = self.store.plugin_get(&m.name)? {
+        self.install_from(candidate, grants, InstallOrigin::default())
+    }
+
+    /// Records a checked candidate from `origin` with the capabilities the
+    /// operator granted. Refuses a name that is already installed: see
+    /// [`Workspace::upgrade`].
+    pub fn install_from(
+        &self,
+        candidate: Candidate,
+        grants: CapabilitySet,
+        origin: InstallOrigin,
+    ) -> Result<PluginRecord, InstallError> {
+        if let Some(existing) = self.store.plugin_get(&candidate.manifest.name)? {
             return Err(InstallError::AlreadyInstalled { name: existing.name, version: existing.version });
         }
-        let record = PluginRecord {
-            name: m.name.clone(),
-            version: m.version.clone(),
-            world: m.world,
-            description: m.description.clone(),
-            sha256: candidate.sha256.clone(),
-            size_bytes: candidate.bytes.len() as u64,
-            requested: m.capabilities.clone(),
-            grants,
-            imports: candidate.info.imports.clone(),
-            exports: candidate.info.exports.clone(),
-            installed_at_ms: now_ms(),
-        };
-        let mut entry =
-            AuditEntry::allowed("operator", "plugin.install", format!("{}@{}", record.name, record.version));
-        entry.reason = Some(format!("sha256 {}", record.sha256));
-        let also = if candidate.kinds.is_empty() {
-            Vec::new()
-        } else {
-            vec![registry::register(&record.name, candidate.kinds.clone())]
-        };
-        self.store.plugin_insert(&record, &candidate.bytes, entry, also)?;
+        let record = new_record(&candidate, grants, origin, None);
+        let entry = AuditEntry::allowed("operator", "plugin.install", format!("{}@{}", record.name, record.version))
+            .with_reason(format!("sha256 {}; {}{}", record.sha256, record.provenance(), source_note(&record)));
+        let also = kinds_mutation(&record.name, &candidate);
+        self.store.plugin_activate(&record, Some(&candidate.bytes), None, entry, also)?;
         Ok(record)
     }
 
-    /// Removes plugin `name`; its memory is kept.
+    /// Makes `candidate` the active version of its installed plugin with
+    /// `grants`; the replaced version is kept for `keel rollback`. `review`
+    /// (the capability diff, on one line) goes to the audit log.
+    pub fn upgrade(
+        &self,
+        candidate: Candidate,
+        grants: CapabilitySet,
+        origin: InstallOrigin,
+        review: &str,
+    ) -> Result<PluginRecord, InstallError> {
+        let name = candidate.manifest.name.clone();
+        let current = self.store.plugin_get(&name)?.ok_or(InstallError::NotInstalled { name })?;
+        let record = new_record(&candidate, grants, origin, Some(current.version.clone()));
+        let entry = AuditEntry::allowed("operator", "plugin.upgrade", format!("{}@{}", record.name, record.version))
+            .with_reason(format!(
+                "from {}; sha256 {}; {}{}; {review}",
+                current.version,
+                record.sha256,
+                record.provenance(),
+                source_note(&record)
+            ));
+        let also = kinds_mutation(&record.name, &candidate);
+        self.store.plugin_activate(&record, Some(&candidate.bytes), Some(&current), entry, also)?;
+        Ok(record)
+    }
+
+    /// Keeps `candidate` as a version of its installed plugin that waits
+    /// for the operator to accept the capabilities it adds; the installed
+    /// version keeps running.
+    pub fn stage(
+        &self,
+        candidate: Candidate,
+        origin: InstallOrigin,
+        review: &str,
+    ) -> Result<PluginRecord, InstallError> {
+        let name = candidate.manifest.name.clone();
+        let current = self.store.plugin_get(&name)?.ok_or(InstallError::NotInstalled { name })?;
+        let record = new_record(&candidate, current.grants.clone(), origin, Some(current.version.clone()));
+        let entry = AuditEntry::allowed("operator", "plugin.stage", format!("{}@{}", record.name, record.version))
+            .with_reason(format!(
+                "awaiting review; {} stays active; sha256 {}; {}; {review}",
+                current.version,
+                record.sha256,
+                record.provenance()
+            ));
+        self.store.plugin_stage(&record, &candidate.bytes, entry)?;
+        Ok(record)
+    }
+
+    /// The version of `name` waiting for review, if any.
+    pub fn pending(&self, name: &str) -> Result<Option<PluginRecord>, StoreError> {
+        Ok(self.store.plugin_versions(name)?.into_iter().rev().find(|v| v.pending).map(|v| v.record))
+    }
+
+    /// Makes kept version `version` of `name` active again (a rollback, or
+    /// accepting a pending upgrade), with `grants`. `candidate` is the kept
+    /// bytes checked again (for a connector, its kinds are registered
+    /// anew). `operation` and `reason` go to the audit log.
+    pub fn activate_kept(
+        &self,
+        kept: PluginRecord,
+        candidate: &Candidate,
+        grants: CapabilitySet,
+        previous: Option<String>,
+        operation: &str,
+        reason: String,
+    ) -> Result<PluginRecord, InstallError> {
+        let current =
+            self.store.plugin_get(&kept.name)?.ok_or(InstallError::NotInstalled { name: kept.name.clone() })?;
+        let record = PluginRecord { grants, previous, installed_at_ms: kept.installed_at_ms, ..kept };
+        let entry =
+            AuditEntry::allowed("operator", operation, format!("{}@{}", record.name, record.version)).with_reason(
+                format!("from {}; sha256 {}; {}; {reason}", current.version, record.sha256, record.provenance()),
+            );
+        let also = kinds_mutation(&record.name, candidate);
+        self.store.plugin_activate(&record, None, Some(&current), entry, also)?;
+        Ok(record)
+    }
+
+    /// Version `version` of `name` among the kept ones, or an error listing
+    /// them.
+    pub fn kept_version(&self, name: &str, version: &str) -> Result<PluginRecord, InstallError> {
+        let versions = self.store.plugin_versions(name)?;
+        let kept = versions.iter().map(|v| v.record.version.as_str()).collect::<Vec<_>>().join(", ");
+        versions
+            .iter()
+            .find(|v| v.record.version == version && !v.pending)
+            .map(|v| v.record.clone())
+            .ok_or_else(|| InstallError::NoSuchVersion { name: name.to_owned(), version: version.to_owned(), kept })
+    }
+
+    /// The bytes of a kept version.
+    pub fn kept_bytes(&self, record: &PluginRecord) -> Result<Vec<u8>, InstallError> {
+        self.store.plugin_blob(&record.sha256)?.ok_or_else(|| InstallError::Invalid {
+            path: format!("{}@{}", record.name, record.version).into(),
+            detail: "its stored bytes are missing".into(),
+        })
+    }
+
+    /// Removes plugin `name` and its kept versions; its memory is kept.
     pub fn remove(&self, name: &str) -> Result<Option<PluginRecord>, StoreError> {
         let entry = AuditEntry::allowed("operator", "plugin.remove", name);
         self.store.plugin_remove(name, entry, vec![registry::unregister(name)])
+    }
+
+    /// Removes plugin `name` and its kept versions, and in the same commit
+    /// deletes the key/value entries and records of the namespaces it
+    /// alone could write (granted read-write to it, granted to no other
+    /// installed plugin). Returns the record, the purged namespaces and
+    /// the number of entries and records deleted. Semantic notes are not
+    /// purged yet.
+    pub fn remove_purging(&self, name: &str) -> Result<Option<Purged>, WorkspaceError> {
+        use crate::memory::committer::Mutation;
+        use crate::memory::records::{self, Query, RecordWrite};
+        let Some(record) = self.store.plugin_get(name)? else {
+            return Ok(None);
+        };
+        let others = self.store.plugin_list()?.into_iter().filter(|p| p.name != name).collect::<Vec<_>>();
+        let namespaces: Vec<String> = record
+            .grants
+            .memory
+            .iter()
+            .filter(|m| {
+                record.grants.can_write(&m.namespace) && !others.iter().any(|o| o.grants.can_read(&m.namespace))
+            })
+            .map(|m| m.namespace.clone())
+            .collect();
+        let collections = Arc::new(
+            records::Collections::new(self.config.memory.collections.clone())
+                .map_err(|e| WorkspaceError::Config(format!("[memory.collections]: {e}")))?,
+        );
+        let mut also = vec![registry::unregister(name)];
+        let (mut entries, mut deletes) = (0, Vec::new());
+        for ns in &namespaces {
+            for (key, _) in self.store.kv_scan(ns, "", usize::MAX)? {
+                also.push(Mutation::KvDelete { namespace: ns.clone(), key });
+                entries += 1;
+            }
+            if records::validate_collection_name(ns).is_err() {
+                continue;
+            }
+            let mut query = Query { collection: ns.clone(), conditions: Vec::new(), limit: 1000, cursor: None };
+            loop {
+                let page = records::query(&self.store, &collections, &query)
+                    .map_err(|e| WorkspaceError::Config(format!("reading collection `{ns}` to purge it: {e}")))?;
+                deletes.extend(page.records.into_iter().map(|r| RecordWrite::Delete {
+                    collection: ns.clone(),
+                    id: r.id,
+                    expected_version: None,
+                }));
+                match page.next_cursor {
+                    Some(next) => query.cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        let records = deletes.len();
+        if !deletes.is_empty() {
+            also.push(Mutation::Records { collections, writes: deletes });
+        }
+        let entry = AuditEntry::allowed("operator", "plugin.remove", name).with_reason(format!(
+            "purged {entries} key/value entries and {records} records in namespaces [{}]",
+            namespaces.join(", ")
+        ));
+        let removed = self.store.plugin_remove(name, entry, also)?;
+        Ok(removed.map(|record| Purged { record, namespaces, entries, records }))
+    }
+}
+
+/// What `keel remove --purge` deleted.
+#[derive(Debug, Clone)]
+pub struct Purged {
+    pub record: PluginRecord,
+    pub namespaces: Vec<String>,
+    pub entries: usize,
+    pub records: usize,
+}
+
+/// Where a plugin came from and who signed it.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOrigin {
+    /// The trusted key whose signature verified; `None`: unsigned.
+    pub signed_by: Option<Signer>,
+    /// A path, a URL, or `INDEX NAME@VERSION`.
+    pub source: String,
+}
+
+fn new_record(
+    candidate: &Candidate,
+    grants: CapabilitySet,
+    origin: InstallOrigin,
+    previous: Option<String>,
+) -> PluginRecord {
+    let m = &candidate.manifest;
+    PluginRecord {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        world: m.world,
+        description: m.description.clone(),
+        sha256: candidate.sha256.clone(),
+        size_bytes: candidate.bytes.len() as u64,
+        requested: m.capabilities.clone(),
+        grants,
+        imports: candidate.info.imports.clone(),
+        exports: candidate.info.exports.clone(),
+        installed_at_ms: now_ms(),
+        signed_by: origin.signed_by,
+        source: origin.source,
+        previous,
+    }
+}
+
+fn source_note(record: &PluginRecord) -> String {
+    if record.source.is_empty() { String::new() } else { format!("; from {}", record.source) }
+}
+
+/// For a connector, the kinds it serves, replacing what it served before.
+fn kinds_mutation(name: &str, candidate: &Candidate) -> Vec<crate::memory::committer::Mutation> {
+    match candidate.manifest.world {
+        crate::plugin::World::Connector => vec![registry::register(name, candidate.kinds.clone())],
+        crate::plugin::World::Agent => Vec::new(),
     }
 }
