@@ -3,6 +3,8 @@
 
 pub mod audit;
 pub mod bare;
+#[cfg(feature = "local-embedder")]
+pub mod embedder;
 pub mod model;
 pub mod records;
 pub mod runtime;

@@ -281,10 +281,10 @@ fn write_vector_file(path: &Path, data: &[f32], queries: &[Box<[f32]>], truth: &
 }
 
 /// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
+    pub(super) fn new() -> std::io::Result<TempDir> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let path = std::env::temp_dir().join(format!("keel-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir(&path)?;

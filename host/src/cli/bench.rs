@@ -16,6 +16,9 @@ pub enum Suite {
     Model,
     /// Workflow steps/s: journaled runs against the same calls made directly.
     Workflows,
+    /// The local sentence embedder: load time, sentences/s at batch 1 and
+    /// 32, peak RSS, recall latency at `--notes` notes against hashed.
+    Embedder,
     /// Every suite above.
     All,
 }
@@ -40,9 +43,15 @@ pub struct BenchArgs {
     /// Runs in flight at once (workflows suite).
     #[arg(long, default_value_t = 64)]
     pub in_flight: usize,
-    /// Queries measured (semantic suite).
+    /// Queries measured (semantic suite; embedder suite: at most 1000).
     #[arg(long, default_value_t = 1000)]
     pub queries: usize,
+    /// Notes stored before measuring recall (embedder suite).
+    #[arg(long, default_value_t = 5000)]
+    pub notes: usize,
+    /// The sentence-transformers model folder (embedder suite).
+    #[arg(long, env = "KEEL_TEST_MODEL", default_value = "target/models/all-MiniLM-L6-v2")]
+    pub model: std::path::PathBuf,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -66,6 +75,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Records | Suite::All) {
         eprintln!("records: loading {} records, then measuring (a minute or two)…", args.records);
         print!("{}", tokio::task::spawn_blocking(move || crate::bench::records::run(args.records)).await??);
+    }
+    #[cfg(feature = "local-embedder")]
+    if args.suite == Suite::All && !args.model.exists() {
+        eprintln!("embedder: skipped, no model at {} (tests/fetch-model.sh fetches it)", args.model.display());
+    } else if matches!(args.suite, Suite::Embedder | Suite::All) {
+        let (model, notes, queries) = (args.model.clone(), args.notes, args.queries.min(1000));
+        eprintln!("embedder: loading {}, then embedding {notes} notes twice and {queries} queries…", model.display());
+        print!("{}", tokio::task::spawn_blocking(move || crate::bench::embedder::run(&model, notes, queries)).await??);
+    }
+    #[cfg(not(feature = "local-embedder"))]
+    if matches!(args.suite, Suite::Embedder) {
+        anyhow::bail!("this keel was built without the `local-embedder` feature: rebuild with default features");
     }
     if matches!(args.suite, Suite::Semantic | Suite::All) {
         eprintln!("semantic: indexing {} vectors, then {} queries (a few minutes)…", args.vectors, args.queries);

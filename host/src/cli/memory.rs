@@ -73,6 +73,9 @@ pub enum MemoryCommand {
     /// Delete expired entries and what is past its retention now, instead
     /// of waiting for the background reclaimer (audited as `host`).
     Reclaim,
+    /// Re-embed the notes whose vectors another embedder made (after
+    /// changing `[memory] embedder`), with progress; audited as the operator.
+    Reindex,
 }
 
 pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
@@ -159,6 +162,7 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
             println!("forgot {target}");
         }
         MemoryCommand::Stats { json } => print_stats(ws, json)?,
+        MemoryCommand::Reindex => reindex(ws)?,
         MemoryCommand::Reclaim => {
             let plane = ws.memory_plane()?;
             let report = reclaim::reclaim_once(store, &plane, now_ms())?;
@@ -180,6 +184,51 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keel memory reindex`: re-embeds stale notes with a progress bar on a
+/// terminal (a line per tenth elsewhere).
+fn reindex(ws: &Workspace) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let plane = ws.memory_plane()?;
+    if let Some(line) = &plane.embedder_fallback {
+        // Re-embedding now would move notes to the fallback, away from the
+        // model the operator chose.
+        bail!("not reindexing while the configured embedder is unusable: {line}");
+    }
+    let embedder = plane.semantic.embedder().describe();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        let style =
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} notes re-embedded ({per_sec}, {eta} left)")
+                .expect("valid template");
+        bar.set_style(style);
+        bar
+    });
+    let mut last_tenth = 0;
+    let report = plane.semantic.reindex(ws.store(), "operator", |done, total| match &bar {
+        Some(bar) => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        None if total > 0 && done * 10 / total > last_tenth => {
+            last_tenth = done * 10 / total;
+            eprintln!("reindex: {done}/{total} notes re-embedded");
+        }
+        None => {}
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if report.stale == 0 {
+        println!("nothing to reindex: every note was embedded by {embedder}");
+    } else {
+        println!("re-embedded {} notes with {embedder}", report.reembedded);
+        if report.skipped > 0 {
+            println!("{} notes were forgotten or rewritten meanwhile and left as they are", report.skipped);
+        }
+    }
+    Ok(())
+}
+
 /// Parses `FIELD OP VALUE` (OP one of `>=`, `<=`, `=`, `<`, `>`).
 fn parse_condition(text: &str) -> anyhow::Result<Condition> {
     for (token, op) in [(">=", Op::Ge), ("<=", Op::Le), ("=", Op::Eq), ("<", Op::Lt), (">", Op::Gt)] {
@@ -196,25 +245,18 @@ fn parse_condition(text: &str) -> anyhow::Result<Condition> {
 fn print_stats(ws: &Workspace, json: bool) -> anyhow::Result<()> {
     let store = ws.store();
     let plane = ws.memory_plane()?;
-    let kv = store.kv_stats()?;
-    let collections = records::stats(store)?;
-    let notes = storage::note_counts(store)?;
-    let audit = store.audit_tail(1)?.first().map_or(0, |e| e.seq);
-    let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
-    let retention = |ns: &str| plane.rules.namespace_retention(ns).map(|d| d.as_secs_f64() / 3600.0);
-    let index_state = |ns: &str| {
-        let s = plane.semantic.stats(ns);
-        match s.graph_slots {
-            None => "exact".to_owned(),
-            Some(slots) if s.pending == 0 => format!("graph ({slots})"),
-            Some(slots) => format!("graph ({slots}, {} pending)", s.pending),
-        }
-    };
     if json {
         let v = crate::memory::stats::stats_json(store, &plane)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    let kv = store.kv_stats()?;
+    let collections = records::stats(store)?;
+    let notes = storage::note_counts(store)?;
+    let audit = store.audit_tail(1)?.first().map_or(0, |e| e.seq);
+    let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    let retention = |ns: &str| crate::memory::stats::retention_hours(&plane, ns);
+    let index_state = |ns: &str| crate::memory::stats::index_state(&plane, ns);
     println!("{} (schema v{}, {} KiB)", store.path().display(), store.schema_version()?, file_bytes / 1024);
     println!("audit log: {audit} entries");
     let hours = |h: Option<f64>| h.map_or("-".to_owned(), |h| format!("{h}h"));
@@ -259,6 +301,13 @@ fn print_stats(ws: &Workspace, json: bool) -> anyhow::Result<()> {
             println!("{ns:<24} {n:>9} {:>10}  {}", hours(retention(ns)), index_state(ns));
         }
     }
-    println!("embedder: {}", plane.semantic.embedder().id());
+    println!("embedder: {}", plane.semantic.embedder().describe());
+    if let Some(line) = &plane.embedder_fallback {
+        println!("{line}");
+    }
+    let stale: usize = plane.semantic.stale_notes().values().sum();
+    if stale > 0 {
+        println!("{stale} notes embedded by another embedder are left out of recall: run `keel memory reindex`");
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@ use redb::WriteTransaction;
 use super::committer::{Batch, CustomMutation, Mutation};
 use super::records::{self, CollectionSpec, Collections, RecordError};
 use super::retention::{self, CacheConfig, NamespaceRules, ReclaimConfig, RetentionRules};
-use super::semantic::{DecayConfig, HashedEmbedder, SemanticIndex};
+use super::semantic::{DecayConfig, EmbedderChoice, EmbedderConfig, SemanticIndex};
 use super::{Store, StoreError};
 
 /// The `[memory]` section of the workspace config.
@@ -35,6 +35,10 @@ pub struct MemoryConfig {
     /// How often expired and retired memory is deleted.
     #[serde(default)]
     pub reclaim: ReclaimConfig,
+    /// What turns notes and queries into vectors: `{ kind = "hashed" }`
+    /// (the default) or `{ kind = "local", path = "MODEL FOLDER" }`.
+    #[serde(default)]
+    pub embedder: EmbedderConfig,
 }
 
 impl MemoryConfig {
@@ -42,6 +46,7 @@ impl MemoryConfig {
     pub fn validate(&self) -> Result<(), String> {
         let collection_retention = self.collections.iter().map(|(c, spec)| (c.clone(), spec.retention_hours));
         retention::validate(&self.cache, &self.namespaces, collection_retention, &self.reclaim)?;
+        self.embedder.validate()?;
         self.decay.validate().map_err(|e| e.to_string())
     }
 
@@ -69,6 +74,9 @@ pub struct MemoryPlane {
     pub semantic: Arc<SemanticIndex>,
     pub decay: DecayConfig,
     pub rules: RetentionRules,
+    /// Set when the configured local model could not be used and the
+    /// hashed embedder serves instead: one line naming the folder and why.
+    pub embedder_fallback: Option<String>,
 }
 
 impl std::fmt::Debug for MemoryPlane {
@@ -78,18 +86,25 @@ impl std::fmt::Debug for MemoryPlane {
 }
 
 impl MemoryPlane {
-    /// Compiles the collection specs and loads the semantic index from
-    /// `store`. Errors name the collection or setting at fault.
+    /// Compiles the collection specs, picks the embedder and loads the
+    /// semantic index from `store`. Errors name the collection or setting
+    /// at fault. A local model path is taken from the folder of the
+    /// database (the workspace); an unusable model falls back to the hashed
+    /// embedder, logged once per process ([`EmbedderChoice::announce`]).
     pub fn load(store: &Store, config: &MemoryConfig) -> Result<MemoryPlane, String> {
         let collections = Arc::new(Collections::new(config.collections.clone()).map_err(|e| e.to_string())?);
         config.validate()?;
         build_indexes(store, &collections).map_err(|e| e.to_string())?;
-        let semantic = SemanticIndex::load(store, Arc::new(HashedEmbedder)).map_err(|e| e.to_string())?;
+        let base = store.path().parent().unwrap_or(std::path::Path::new("."));
+        let choice = EmbedderChoice::open(&config.embedder, base);
+        choice.announce();
+        let semantic = SemanticIndex::load(store, choice.embedder).map_err(|e| e.to_string())?;
         Ok(MemoryPlane {
             collections,
             semantic: Arc::new(semantic),
             decay: config.decay.clone(),
             rules: config.retention_rules(),
+            embedder_fallback: choice.fallback,
         })
     }
 }

@@ -6,10 +6,25 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::Store;
 use super::plane::MemoryPlane;
 use super::records;
 use super::semantic::storage;
-use super::Store;
+
+/// The retention of namespace `ns`, in hours, if it has one.
+pub fn retention_hours(plane: &MemoryPlane, ns: &str) -> Option<f64> {
+    plane.rules.namespace_retention(ns).map(|d| d.as_secs_f64() / 3600.0)
+}
+
+/// How namespace `ns` is searched: `exact`, or `graph (SLOTS[, N pending])`.
+pub fn index_state(plane: &MemoryPlane, ns: &str) -> String {
+    let s = plane.semantic.stats(ns);
+    match s.graph_slots {
+        None => "exact".to_owned(),
+        Some(slots) if s.pending == 0 => format!("graph ({slots})"),
+        Some(slots) => format!("graph ({slots}, {} pending)", s.pending),
+    }
+}
 
 /// Entries, bounds and retention of key/value namespaces, record
 /// collections (with index state) and semantic namespaces.
@@ -19,15 +34,8 @@ pub fn stats_json(store: &Store, plane: &MemoryPlane) -> anyhow::Result<Value> {
     let notes = storage::note_counts(store)?;
     let audit = store.audit_tail(1)?.first().map_or(0, |e| e.seq);
     let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
-    let retention = |ns: &str| plane.rules.namespace_retention(ns).map(|d| d.as_secs_f64() / 3600.0);
-    let index_state = |ns: &str| {
-        let s = plane.semantic.stats(ns);
-        match s.graph_slots {
-            None => "exact".to_owned(),
-            Some(slots) if s.pending == 0 => format!("graph ({slots})"),
-            Some(slots) => format!("graph ({slots}, {} pending)", s.pending),
-        }
-    };
+    let retention = |ns: &str| retention_hours(plane, ns);
+    let index_state = |ns: &str| index_state(plane, ns);
     let kv: BTreeMap<_, _> = kv
         .iter()
         .map(|(ns, s)| {
@@ -64,6 +72,9 @@ pub fn stats_json(store: &Store, plane: &MemoryPlane) -> anyhow::Result<Value> {
         "collections": records,
         "notes": notes,
         "embedder": plane.semantic.embedder().id(),
+        "embedder_description": plane.semantic.embedder().describe(),
+        "embedder_fallback": plane.embedder_fallback,
+        "notes_of_other_embedders": plane.semantic.stale_notes(),
     });
     Ok(v)
 }

@@ -12,8 +12,19 @@ pub trait Embedder: Send + Sync {
     /// Length of every vector this embedder returns.
     fn dim(&self) -> usize;
     /// One vector per text, in order. Batching lets model-backed embedders
-    /// make one request for many texts.
+    /// make one request for many texts. Someone is waiting on the answer
+    /// (a recall, a note being written).
     fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>>;
+    /// As [`embed`](Embedder::embed), for work nobody waits on (reindexing,
+    /// bulk writes): an embedder that shares its cores lets foreground calls
+    /// go first and may take longer here.
+    fn embed_background(&self, texts: &[&str]) -> Vec<Vec<f32>> {
+        self.embed(texts)
+    }
+    /// One line for people: the id and where the model comes from.
+    fn describe(&self) -> String {
+        self.id().to_owned()
+    }
 }
 
 /// Feature weight of a whole word.
@@ -90,6 +101,10 @@ impl Embedder for HashedEmbedder {
 
     fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>> {
         texts.iter().map(|t| self.embed_one(t)).collect()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (built in, hashed words and word pieces)", Self::ID)
     }
 }
 

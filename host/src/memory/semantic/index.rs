@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
@@ -82,6 +82,23 @@ pub struct Hit {
     pub similarity: f32,
 }
 
+/// A note to write with [`SemanticIndex::prepare_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNote {
+    pub text: String,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// Who waits on an embedding; see [`Embedder::embed_background`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// A caller waits: recalls, notes written by a call.
+    Foreground,
+    /// Nobody waits: reindexing, bulk writes.
+    Background,
+}
+
 /// A validated, embedded note, ready for [`storage::insert_note`] and then
 /// [`SemanticIndex::note_committed`].
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +125,9 @@ pub struct NamespaceStats {
 pub struct SemanticIndex {
     embedder: Arc<dyn Embedder>,
     params: IndexParams,
+    /// Notes per namespace whose vectors another embedder made, counted at
+    /// load and lowered by [`SemanticIndex::reindex`].
+    stale: Mutex<BTreeMap<String, usize>>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     /// To the index thread; dropping it stops the thread after its current
     /// step (a graph build in progress finishes first, unobserved).
@@ -151,12 +171,14 @@ impl SemanticIndex {
             let entry = Entry::new(note, &vector);
             states.get_mut(namespace).expect("just inserted").add(entry.note, &entry.vector);
         })?;
-        for (namespace, notes) in foreign {
+        if !foreign.is_empty() {
+            let notes: usize = foreign.values().sum();
+            let namespaces: Vec<&str> = foreign.keys().map(String::as_str).collect();
             tracing::warn!(
-                namespace,
-                notes,
-                embedder = embedder.id(),
-                "notes embedded by another embedder are left out of recall until they are reindexed (not built yet)"
+                "{notes} notes (in {}) were embedded by another embedder than {} and are left out of recall \
+                 until `keel memory reindex` re-embeds them",
+                namespaces.join(", "),
+                embedder.id()
             );
         }
         let (jobs, rx) = mpsc::channel();
@@ -167,7 +189,8 @@ impl SemanticIndex {
         let notes: usize = states.values().map(|s| s.live).sum();
         let namespaces: HashMap<String, Arc<Namespace>> =
             states.into_iter().map(|(name, state)| (name.clone(), Arc::new(Namespace::new(name, state)))).collect();
-        let index = SemanticIndex { embedder, params, namespaces: RwLock::new(namespaces), jobs };
+        let stale = Mutex::new(foreign);
+        let index = SemanticIndex { embedder, params, stale, namespaces: RwLock::new(namespaces), jobs };
         for ns in read(&index.namespaces).values() {
             if ns.live() >= params.exact_threshold {
                 index.wake(ns);
@@ -195,19 +218,8 @@ impl SemanticIndex {
         metadata: serde_json::Value,
         now_ms: u64,
     ) -> Result<PreparedNote, SemanticError> {
-        if text.trim().is_empty() {
-            return Err(SemanticError::EmptyText);
-        }
-        check_size("note text", text.len(), MAX_TEXT_BYTES, "split it into notes that each say one thing")?;
-        let tags = check_tags(tags)?;
-        let metadata_len = serde_json::to_string(&metadata).map_or(usize::MAX, |s| s.len());
-        check_size(
-            "note metadata",
-            metadata_len,
-            MAX_METADATA_BYTES,
-            "keep large data elsewhere and store a reference",
-        )?;
-        let vector = self.embed(&[text])?.pop().expect("one vector per text, checked");
+        let tags = check_note(text, tags, &metadata)?;
+        let vector = self.embed(&[text], Lane::Foreground)?.pop().expect("one vector per text, checked");
         let note = StoredNote {
             id: storage::new_note_id(now_ms),
             text: text.to_owned(),
@@ -217,6 +229,50 @@ impl SemanticIndex {
             embedder: self.embedder.id().to_owned(),
         };
         Ok(PreparedNote { note, vector })
+    }
+
+    /// Validates and embeds many notes created at `now_ms`, for bulk writes
+    /// nobody is waiting on: embedded in batches, in the embedder's
+    /// background lane (foreground recalls go first). Nothing is written.
+    pub fn prepare_many(&self, notes: Vec<NewNote>, now_ms: u64) -> Result<Vec<PreparedNote>, SemanticError> {
+        let mut checked = Vec::with_capacity(notes.len());
+        for n in notes {
+            let tags = check_note(&n.text, n.tags, &n.metadata)?;
+            checked.push(NewNote { tags, ..n });
+        }
+        let texts: Vec<&str> = checked.iter().map(|n| n.text.as_str()).collect();
+        let vectors = self.embed(&texts, Lane::Background)?;
+        Ok(checked
+            .into_iter()
+            .zip(vectors)
+            .map(|(n, vector)| PreparedNote {
+                note: StoredNote {
+                    id: storage::new_note_id(now_ms),
+                    text: n.text,
+                    tags: n.tags,
+                    metadata: n.metadata,
+                    created_at_ms: now_ms,
+                    embedder: self.embedder.id().to_owned(),
+                },
+                vector,
+            })
+            .collect())
+    }
+
+    /// Notes per namespace left out of recall because another embedder
+    /// made their vectors (as found at load, less those reindexed since).
+    pub fn stale_notes(&self) -> BTreeMap<String, usize> {
+        self.stale.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(super) fn stale_reembedded(&self, namespace: &str) {
+        let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = stale.get_mut(namespace) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                stale.remove(namespace);
+            }
+        }
     }
 
     /// Embeds and stores a note created now in `namespace`, with its audit
@@ -365,7 +421,7 @@ impl SemanticIndex {
             }
         }
         let texts: Vec<&str> = queries.iter().map(|q| q.text).collect();
-        let vectors = self.embed(&texts)?;
+        let vectors = self.embed(&texts, Lane::Foreground)?;
         let prepared: Vec<Query<'_>> = queries
             .iter()
             .zip(vectors)
@@ -392,10 +448,14 @@ impl SemanticIndex {
         Ok(out)
     }
 
-    /// Embeds `texts`, refusing output that breaks the [`Embedder`] contract.
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, SemanticError> {
+    /// Embeds `texts` in `lane`, refusing output that breaks the
+    /// [`Embedder`] contract.
+    pub(super) fn embed(&self, texts: &[&str], lane: Lane) -> Result<Vec<Vec<f32>>, SemanticError> {
         let (id, dim) = (self.embedder.id(), self.embedder.dim());
-        let vectors = self.embedder.embed(texts);
+        let vectors = match lane {
+            Lane::Foreground => self.embedder.embed(texts),
+            Lane::Background => self.embedder.embed_background(texts),
+        };
         let detail = if vectors.len() != texts.len() {
             Some(format!("it returned {} vectors for {} texts", vectors.len(), texts.len()))
         } else if let Some(v) = vectors.iter().find(|v| v.len() != dim) {
@@ -443,6 +503,19 @@ pub fn insert_mutation(namespace: &str, notes: Arc<Vec<PreparedNote>>) -> Mutati
         notes.iter().try_for_each(|p| storage::insert_note(txn, &namespace, &p.note, &p.vector))
     });
     Mutation::Custom(CustomMutation { label: "semantic.remember", apply })
+}
+
+/// Checks a note's text, tags and metadata; returns the tags sorted and
+/// deduplicated.
+fn check_note(text: &str, tags: Vec<String>, metadata: &serde_json::Value) -> Result<Vec<String>, SemanticError> {
+    if text.trim().is_empty() {
+        return Err(SemanticError::EmptyText);
+    }
+    check_size("note text", text.len(), MAX_TEXT_BYTES, "split it into notes that each say one thing")?;
+    let tags = check_tags(tags)?;
+    let metadata_len = serde_json::to_string(metadata).map_or(usize::MAX, |s| s.len());
+    check_size("note metadata", metadata_len, MAX_METADATA_BYTES, "keep large data elsewhere and store a reference")?;
+    Ok(tags)
 }
 
 fn check_size(what: &'static str, bytes: usize, max: usize, advice: &'static str) -> Result<(), SemanticError> {

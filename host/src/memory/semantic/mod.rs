@@ -10,9 +10,14 @@
 //!   background thread builds an hnsw graph. Notes committed but not yet in
 //!   the graph are scanned exactly and merged, so recall never misses them.
 //! * [`Embedder`]: text to vector. [`HashedEmbedder`] is the built-in,
-//!   offline default. Every stored vector names the embedder that made it and
-//!   recall only compares vectors of the index's own embedder; notes of
-//!   another embedder are skipped until reindexing exists (not built yet).
+//!   offline default; `local_embedder::LocalEmbedder` (cargo feature
+//!   `local-embedder`, on by default) runs a sentence-transformers model
+//!   in process. [`EmbedderConfig`] picks one (`[memory] embedder`), and
+//!   [`EmbedderChoice`] falls back to the hashed one, saying so once, when
+//!   the model folder is missing or broken. Every stored vector names the
+//!   embedder that made it and recall only compares vectors of the index's
+//!   own embedder; notes of another embedder are left out until
+//!   [`SemanticIndex::reindex`] re-embeds them ([`reindex`]).
 //! * [`vector`]: unit vectors, exact top-k and the hnsw wrapper (a graph
 //!   over one-byte-per-coordinate copies of the vectors, whose candidates
 //!   are re-scored exactly), with no notion of notes, so `keel bench` can
@@ -30,9 +35,16 @@
 //! them is not found. A hit must carry every tag the filter names.
 
 pub mod embed;
+pub mod embedder_config;
 mod index;
+#[cfg(feature = "local-embedder")]
+pub mod local_embedder;
+#[cfg(feature = "local-embedder")]
+pub mod model_folder;
 mod namespace;
+pub mod priority;
 mod recall;
+pub mod reindex;
 pub mod storage;
 #[cfg(test)]
 mod testing;
@@ -45,9 +57,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use embed::{Embedder, HashedEmbedder};
+pub use embedder_config::{EmbedderChoice, EmbedderConfig};
 pub use index::{
-    Hit, IndexParams, NamespaceStats, PreparedNote, RecallFilter, RecallQuery, SemanticIndex, insert_mutation,
+    Hit, IndexParams, NamespaceStats, NewNote, PreparedNote, RecallFilter, RecallQuery, SemanticIndex, insert_mutation,
 };
+pub use reindex::ReindexReport;
 pub use storage::{StoredNote, delete_note, get_note, insert_note};
 
 use crate::memory::StoreError;

@@ -132,6 +132,66 @@ pub(crate) fn for_each_note(store: &Store, mut f: impl FnMut(&str, StoredNote, V
     Ok(())
 }
 
+/// A note whose vector another embedder made (or that is malformed), as
+/// [`notes_to_reembed`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleNote {
+    pub namespace: String,
+    pub id: String,
+    pub text: String,
+    /// The embedder that made the stored vector.
+    pub embedder: String,
+}
+
+/// Every note whose vector was not made by embedder `embedder_id` with
+/// `dim` numbers, from one read snapshot, in key order.
+pub fn notes_to_reembed(store: &Store, embedder_id: &str, dim: usize) -> Result<Vec<StaleNote>, StoreError> {
+    let txn = store.db().begin_read()?;
+    let (Some(notes), Some(vectors)) = (open_read(&txn, NOTES)?, open_read(&txn, VECTORS)?) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for item in notes.iter()? {
+        let (key, row) = item?;
+        let (namespace, id) = key.value();
+        let note = parse_note(namespace, id, row.value())?;
+        let fits =
+            note.embedder == embedder_id && vectors.get((namespace, id))?.is_some_and(|v| v.value().len() == dim * 4);
+        if !fits {
+            out.push(StaleNote {
+                namespace: namespace.to_owned(),
+                id: id.to_owned(),
+                text: note.text,
+                embedder: note.embedder,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces the vector of `stale` and names `embedder_id` as its maker, if
+/// the note is still stored with the same text and embedder (a note
+/// forgotten or rewritten meanwhile is left alone); returns the note as
+/// now stored.
+pub fn reembed_note(
+    txn: &WriteTransaction,
+    stale: &StaleNote,
+    embedder_id: &str,
+    vector: &[f32],
+) -> Result<Option<StoredNote>, StoreError> {
+    let (namespace, id) = (stale.namespace.as_str(), stale.id.as_str());
+    let current = match txn.open_table(NOTES)?.get((namespace, id))? {
+        Some(row) => parse_note(namespace, id, row.value())?,
+        None => return Ok(None),
+    };
+    if current.text != stale.text || current.embedder != stale.embedder {
+        return Ok(None);
+    }
+    let note = StoredNote { embedder: embedder_id.to_owned(), ..current };
+    insert_note(txn, namespace, &note, vector)?;
+    Ok(Some(note))
+}
+
 /// Up to `limit` ids of notes in `namespace` created before `cutoff_ms`,
 /// oldest first, for retention. Ids sort by creation time, so the walk
 /// stops at the first younger note.
@@ -296,6 +356,32 @@ mod tests {
         let err = for_each_note(&store, |_, _, _| {}).unwrap_err();
         assert!(matches!(&err, StoreError::Corrupt { what, .. } if what == "vector of semantic note ns/01"), "{err}");
         assert!(err.to_string().contains("restore the workspace"), "{err}");
+    }
+
+    #[test]
+    fn stale_notes_are_found_and_reembedded_unless_changed_meanwhile() {
+        let (_dir, store) = store();
+        let txn = store.db().begin_write().unwrap();
+        insert_note(&txn, "ns", &note("01", "first"), &[0.5, -0.25]).unwrap();
+        insert_note(&txn, "ns", &StoredNote { embedder: "e2".into(), ..note("02", "second") }, &[1.0, 0.0]).unwrap();
+        insert_note(&txn, "ns", &StoredNote { embedder: "e2".into(), ..note("03", "short") }, &[1.0]).unwrap();
+        insert_note(&txn, "ns", &note("04", "gone"), &[0.1, 0.2]).unwrap();
+        txn.commit().unwrap();
+        let stale = notes_to_reembed(&store, "e2", 2).unwrap();
+        let ids: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["01", "03", "04"]);
+        assert_eq!((stale[0].text.as_str(), stale[0].embedder.as_str()), ("first", "e1"));
+
+        let txn = store.db().begin_write().unwrap();
+        let updated = reembed_note(&txn, &stale[0], "e2", &[0.0, 1.0]).unwrap().unwrap();
+        assert_eq!(updated, StoredNote { embedder: "e2".into(), ..note("01", "first") });
+        delete_note(&txn, "ns", "04").unwrap();
+        assert_eq!(reembed_note(&txn, &stale[2], "e2", &[0.0, 1.0]).unwrap(), None, "forgotten meanwhile");
+        let changed = StaleNote { text: "other".into(), ..stale[1].clone() };
+        assert_eq!(reembed_note(&txn, &changed, "e2", &[0.0, 1.0]).unwrap(), None, "rewritten meanwhile");
+        txn.commit().unwrap();
+        assert_eq!(get_vector(&store, "ns", "01").unwrap(), Some(vec![0.0, 1.0]));
+        assert_eq!(notes_to_reembed(&store, "e2", 2).unwrap().len(), 1);
     }
 
     #[test]
