@@ -32,6 +32,12 @@ impl UtcDateTime {
         UtcDateTime { year, month, day, hour: rem / 3600, minute: rem / 60 % 60, second: rem % 60 }
     }
 
+    /// Seconds since 1970-01-01T00:00:00Z.
+    pub fn unix_seconds(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day) * 86_400
+            + i64::from(self.hour * 3600 + self.minute * 60 + self.second)
+    }
+
     /// Parses `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339 in UTC, no fractions).
     pub fn parse_rfc3339(text: &str) -> Option<UtcDateTime> {
         let b = text.as_bytes();
@@ -137,5 +143,7 @@ mod tests {
         assert_eq!(UtcDateTime::parse_rfc3339("2024-02-30T00:00:00Z"), None);
         assert_eq!(UtcDateTime::parse_rfc3339("2025-01-02T03:04:05+01:00"), None);
         assert_eq!(UtcDateTime::from_unix(0).rfc2822(), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(t.unix_seconds(), 1_735_787_045);
+        assert_eq!(UtcDateTime::from_unix(-1).unix_seconds(), -1);
     }
 }

@@ -6,10 +6,13 @@ mod bench;
 mod call;
 pub mod exit;
 mod kernel;
+mod keys;
 mod memory;
 mod models;
 mod plugins;
 mod progress;
+mod remote;
+mod report;
 mod serve;
 mod triggers;
 pub(crate) mod workflows;
@@ -61,11 +64,26 @@ pub enum Command {
     },
     /// Run a plugin's `handle` once and print its outcome.
     Call(call::CallArgs),
-    /// Uninstall a plugin; its memory is kept.
+    /// Uninstall a plugin and its kept versions; its memory is kept
+    /// unless --purge.
     Remove {
         /// The plugin's name.
         name: String,
+        /// Also delete the key/value entries and records of the namespaces
+        /// only this plugin could write.
+        #[arg(long)]
+        purge: bool,
     },
+    /// Install a newer version of an installed plugin, showing what it asks
+    /// for beyond the installed version; new capabilities wait for you.
+    Upgrade(plugins::UpgradeArgs),
+    /// Return a plugin to its previous version, with that version's grants.
+    Rollback(plugins::RollbackArgs),
+    /// Sign a plugin file with a publisher key (writes PLUGIN.sig).
+    Sign(plugins::SignArgs),
+    /// Publisher keys: generate one, or trust, list and forget publishers.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Embed a plugin.toml into a component, making a single-file plugin.
     Pack(plugins::PackArgs),
     /// Read, check and export the audit log.
@@ -93,6 +111,12 @@ pub enum Command {
     Resume,
     /// The kill switch, the outbox by state, approvals waiting.
     Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the workspace has done: runs, records, actions, model spend.
+    Report {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -141,7 +165,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Guest log lines would drown the benchmark's table.
     let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "warn,keel::guest=info" };
-    init_tracing(default_filter);
+    let telemetry = init_tracing(default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -149,13 +173,15 @@ pub fn main() -> ExitCode {
             return exit::ERROR.into();
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code.into(),
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("keel: {}", one_line(&e));
-            exit::code_for(&e).into()
+            exit::code_for(&e)
         }
-    }
+    };
+    telemetry.shutdown();
+    code.into()
 }
 
 /// An anyhow chain as one line: "context: cause: cause".
@@ -163,16 +189,23 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn init_tracing(default_filter: &str) {
+/// Log lines on stderr, and spans over OTLP when configured (the returned
+/// handle flushes them at exit).
+fn init_tracing(default_filter: &str) -> crate::telemetry::Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (otlp, telemetry) = crate::telemetry::otlp_layer();
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    tracing_subscriber::registry().with(otlp).with(fmt).init();
+    telemetry
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -188,11 +221,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             println!("next: keel --workspace {} install PLUGIN.wasm", ws.root().display());
         }
-        Command::Install(args) => plugins::install(&open()?, args)?,
+        Command::Install(args) => plugins::install_via(plugins::open_to_change(&cli.workspace)?, args).await?,
         Command::List { json } => plugins::list(&open()?, json)?,
         Command::Inspect { name, json } => plugins::inspect(&open()?, &name, json)?,
         Command::Call(args) => call::call(&open()?, args).await?,
-        Command::Remove { name } => plugins::remove(&open()?, &name)?,
+        Command::Remove { name, purge } => plugins::remove(&plugins::open_to_remove(&cli.workspace)?, &name, purge)?,
+        Command::Upgrade(args) => plugins::upgrade_via(plugins::open_to_change(&cli.workspace)?, args).await?,
+        Command::Rollback(args) => plugins::rollback_via(plugins::open_to_change(&cli.workspace)?, args).await?,
+        Command::Sign(args) => plugins::sign(args)?,
+        Command::Keys(cmd) => keys::run(cmd, open)?,
         Command::Pack(args) => plugins::pack(args)?,
         Command::Audit(cmd) => return audit::run(&open()?, cmd).await,
         Command::Memory(cmd) => memory::run(&open()?, cmd)?,
@@ -203,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop { reason } => kernel::stop(&open()?, reason)?,
         Command::Resume => kernel::resume(&open()?).await?,
         Command::Status { json } => kernel::status(&open()?, json)?,
+        Command::Report { json } => report::report(&open()?, json)?,
         Command::Outbox(args) => kernel::outbox(&open()?, args).await?,
         Command::Models { json } => models::models(&open()?, json)?,
         Command::Costs(args) => models::costs(&open()?, args)?,
@@ -213,7 +251,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Replay(args) => return workflows::replay(&open()?, args).await,
         Command::Triggers(cmd) => triggers::run(&open()?, cmd).await?,
         Command::Serve(args) => serve::serve(open()?, args).await?,
-        Command::Token(cmd) => serve::token(&open()?, cmd)?,
+        // The token file only: works while `keel serve` holds the database.
+        Command::Token(cmd) => serve::token(&cli.workspace, cmd)?,
     }
     Ok(exit::OK)
 }

@@ -6,9 +6,13 @@
 
 pub mod caldav;
 pub mod http;
+pub mod keel_serve;
 pub mod openai;
+pub mod otlp;
 pub mod payments;
+pub mod plugin_index;
 pub mod smtp;
+pub mod webdriver;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -53,6 +53,8 @@ struct State {
     key: Option<String>,
     faults: VecDeque<Fault>,
     content: Option<String>,
+    /// The answer to requests with a JSON Schema, when set.
+    structured: Option<String>,
     usage: UsageReply,
     log: Vec<RecordedRequest>,
 }
@@ -88,6 +90,7 @@ impl OpenAiPeer {
             key,
             faults: VecDeque::new(),
             content: None,
+            structured: None,
             usage: UsageReply::Words,
             log: Vec::new(),
         }));
@@ -121,6 +124,12 @@ impl OpenAiPeer {
     /// The content of every chat answer from now on; `None` echoes again.
     pub fn set_content(&self, content: Option<&str>) {
         self.state.lock().unwrap().content = content.map(str::to_owned);
+    }
+
+    /// The content of answers to requests with a JSON Schema from now on
+    /// (others get [`OpenAiPeer::set_content`]'s); `None` undoes it.
+    pub fn set_structured_content(&self, content: Option<&str>) {
+        self.state.lock().unwrap().structured = content.map(str::to_owned);
     }
 
     pub fn set_usage(&self, usage: UsageReply) {
@@ -240,10 +249,12 @@ fn chat_reply(state: &State, body: &Value) -> Reply {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let last_user =
         messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or_default();
-    let content = match &state.content {
-        Some(content) => content.clone(),
-        None if body["response_format"]["type"] == "json_schema" => json!({"echo": last_user}).to_string(),
-        None => format!("echo: {last_user}"),
+    let structured = body["response_format"]["type"] == "json_schema";
+    let content = match (&state.structured, &state.content) {
+        (Some(content), _) if structured => content.clone(),
+        (_, Some(content)) => content.clone(),
+        (_, None) if structured => json!({"echo": last_user}).to_string(),
+        (_, None) => format!("echo: {last_user}"),
     };
     let usage = match state.usage {
         UsageReply::Words => {
