@@ -31,6 +31,8 @@ pub struct AppState {
     /// Runs started by webhooks, driven in the background; awaited (for a
     /// while) at shutdown.
     pub drives: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// What `/metrics` folded in so far, and its last answer.
+    pub metrics: Arc<tokio::sync::Mutex<super::metrics::Scraper>>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -15,9 +15,7 @@ pub mod exposition;
 pub mod relevance;
 pub mod tally;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -42,8 +40,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The Prometheus exposition of the workspace's signals.
 pub async fn metrics(State(state): State<Shared>) -> Response {
-    let scraper = scraper_for(state.workspace.root().to_path_buf());
-    let mut guard = scraper.lock_owned().await;
+    let mut guard = state.metrics.clone().lock_owned().await;
     if let Some((at, text)) = &guard.cached
         && at.elapsed() < CACHE_FOR
     {
@@ -63,14 +60,6 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("computing the metrics failed: {e}\n")).into_response(),
     }
-}
-
-/// One scraper per workspace, kept for the life of the process (the
-/// serve state is not this module's to extend).
-fn scraper_for(root: PathBuf) -> Arc<tokio::sync::Mutex<Scraper>> {
-    static SCRAPERS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<Scraper>>>>> = OnceLock::new();
-    let mut all = SCRAPERS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    all.entry(root).or_default().clone()
 }
 
 /// Model spend: days before yesterday added up once, recent days re-read.

@@ -95,6 +95,7 @@ pub async fn serve(
         workspace: workspace.clone(),
         guard,
         drives: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        metrics: Default::default(),
     });
     ready(addr, &workspace);
 
