@@ -8,6 +8,8 @@
 //! Without it these tests fail and say so: they never skip silently.
 #![cfg(feature = "local-embedder")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
@@ -178,16 +180,6 @@ fn reindex_after_switching_embedders_recalls_only_the_new_embedders_vectors() {
     assert!(hashed.recall(NS, "Invoice INV-7 is overdue", 5, &filter, NOW, None).unwrap().is_empty());
 }
 
-fn keel(ws: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("running keel")
-}
-
 fn ok(o: Output) -> (String, String) {
     let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
     assert!(o.status.success(), "keel failed: {out}{err}");
@@ -211,8 +203,8 @@ fn a_missing_or_corrupt_model_falls_back_with_one_line_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
     ok(Command::new(env!("CARGO_BIN_EXE_keel")).arg("init").arg(&ws).output().unwrap());
-    ok(keel(&ws, &["memory", "remember", NS, "The customer asked for a meeting next week."]));
-    ok(keel(&ws, &["memory", "remember", NS, "Invoice INV-7 is overdue."]));
+    ok(common::keel(&ws, &["memory", "remember", NS, "The customer asked for a meeting next week."]));
+    ok(common::keel(&ws, &["memory", "remember", NS, "Invoice INV-7 is overdue."]));
 
     // A corrupt copy of the model: the small files are right, the weights cut short.
     let broken = dir.path().join("broken-model");
@@ -226,29 +218,29 @@ fn a_missing_or_corrupt_model_falls_back_with_one_line_and_loses_nothing() {
 
     for (path, why) in [(dir.path().join("no-such-model"), "does not exist"), (broken.clone(), "model.safetensors")] {
         set_embedder(&ws, &format!("embedder = {{ kind = \"local\", path = {:?} }}", path.display().to_string()));
-        let (out, err) = ok(keel(&ws, &["memory", "stats"]));
+        let (out, err) = ok(common::keel(&ws, &["memory", "stats"]));
         let lines: Vec<&str> = err.lines().filter(|l| l.contains("falling back")).collect();
         assert_eq!(lines.len(), 1, "one line on stderr: {err}");
         let shown = path.display().to_string();
         assert!(lines[0].contains(&shown) && lines[0].contains(why) && lines[0].contains("keel-hashed-v1"), "{err}");
         assert!(out.contains("embedder: keel-hashed-v1") && out.contains(&shown), "{out}");
         // Nothing lost: the hashed embedder that wrote the notes recalls them.
-        let (out, _) = ok(keel(&ws, &["memory", "recall", NS, "invoice overdue", "-k", "1"]));
+        let (out, _) = ok(common::keel(&ws, &["memory", "recall", NS, "invoice overdue", "-k", "1"]));
         assert!(out.contains("Invoice INV-7 is overdue."), "{out}");
-        let reindex = keel(&ws, &["memory", "reindex"]);
+        let reindex = common::keel(&ws, &["memory", "reindex"]);
         assert!(!reindex.status.success(), "no reindex onto the fallback");
     }
 
     // The real model: notes are stale until reindexed, then found by meaning.
     set_embedder(&ws, &format!("embedder = {{ kind = \"local\", path = {:?} }}", real.display().to_string()));
-    let (out, err) = ok(keel(&ws, &["memory", "stats"]));
+    let (out, err) = ok(common::keel(&ws, &["memory", "stats"]));
     assert!(!err.contains("falling back"), "{err}");
     assert!(out.contains("embedder: keel-local-v1-") && out.contains("2 notes embedded by another embedder"), "{out}");
-    let (out, _) = ok(keel(&ws, &["memory", "reindex"]));
+    let (out, _) = ok(common::keel(&ws, &["memory", "reindex"]));
     assert!(out.contains("re-embedded 2 notes with keel-local-v1-"), "{out}");
-    let (out, _) = ok(keel(&ws, &["memory", "recall", NS, "can we get on a call", "-k", "1"]));
+    let (out, _) = ok(common::keel(&ws, &["memory", "recall", NS, "can we get on a call", "-k", "1"]));
     assert!(out.contains("The customer asked for a meeting next week."), "{out}");
-    let (out, _) = ok(keel(&ws, &["memory", "stats", "--json"]));
+    let (out, _) = ok(common::keel(&ws, &["memory", "stats", "--json"]));
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["notes"][NS]["notes"], 2);
     assert!(stats["embedder_fallback"].is_null() && stats["notes_of_other_embedders"] == serde_json::json!({}));

@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::kernel::approvals::ApprovalStatus;
 use crate::kernel::outbox::IntentState;
 use crate::model::costs::micros_text;
-use crate::workflow::runs::RunState;
 use crate::workspace::Workspace;
 
 /// Days of model spend the report covers (all of it, in practice).
@@ -34,13 +33,7 @@ pub struct Report {
 /// Reads the report from the store.
 pub fn build(ws: &Workspace) -> anyhow::Result<Report> {
     let store = ws.store();
-    let mut runs = BTreeMap::new();
-    for state in RunState::ALL {
-        let n = store.runs_in(state, usize::MAX)?.len() as u64;
-        if n > 0 {
-            runs.insert(state.as_str(), n);
-        }
-    }
+    let runs = store.run_counts()?.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s.as_str(), n)).collect();
     let records = crate::memory::records::stats(store)?.into_iter().map(|(c, s)| (c, s.records)).collect();
     let actions = store
         .intent_counts()?

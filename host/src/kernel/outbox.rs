@@ -273,14 +273,7 @@ impl Store {
         let by_state = txn.open_table(BY_STATE)?;
         let mut out = Vec::new();
         for state in IntentState::ALL {
-            let mut n = 0;
-            for item in by_state.range((state.as_str(), "")..)? {
-                if item?.0.value().0 != state.as_str() {
-                    break;
-                }
-                n += 1;
-            }
-            out.push((state, n));
+            out.push((state, crate::memory::count_in_state(&by_state, state.as_str())?));
         }
         Ok(out)
     }

@@ -162,6 +162,22 @@ fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How many keys of a `(state, id)` index (runs, intents) are in `state`,
+/// counted from the keys alone.
+pub(crate) fn count_in_state(
+    index: &impl ReadableTable<(&'static str, &'static str), ()>,
+    state: &str,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for item in index.range((state, "")..)? {
+        if item?.0.value().0 != state {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
