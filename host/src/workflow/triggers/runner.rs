@@ -95,6 +95,8 @@ pub async fn run_loop_with(
                             }
                             let (rt, id) = (runtime.clone(), fired.run_id.clone());
                             let handle = drives.spawn(async move {
+                                // Within `[workflows] max_concurrent_runs`, like every drive.
+                                let _slot = rt.run_slot().await;
                                 let result = rt.drive_run(&id).await;
                                 (id, result)
                             });
