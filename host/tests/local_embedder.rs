@@ -245,3 +245,42 @@ fn a_missing_or_corrupt_model_falls_back_with_one_line_and_loses_nothing() {
     assert_eq!(stats["notes"][NS]["notes"], 2);
     assert!(stats["embedder_fallback"].is_null() && stats["notes_of_other_embedders"] == serde_json::json!({}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_embed_on_the_offline_tier_uses_the_workspaces_local_model() {
+    let config = format!(
+        "{}\n[memory]\nembedder = {{ kind = \"local\", path = {:?} }}\n",
+        common::TEST_CONFIG,
+        model_dir().display().to_string()
+    );
+    let (_dir, ws, runtime) = common::host_with(&config, common::guests::MODEL_CALLER);
+    let text = "The customer asked for a meeting next week.";
+    let input = serde_json::json!({ "calls": [{"embed": [text]}, {"embed_background": [text]}] });
+    let out = runtime.call("model-caller", input.to_string()).await.expect("model-caller runs");
+    let answers: Vec<serde_json::Value> = serde_json::from_str(&out.output).unwrap();
+    let expected = local().embed(&[text]).remove(0);
+    let hashed = HashedEmbedder.embed_one(text);
+    for answer in &answers {
+        assert_eq!((answer["vectors"].as_u64(), answer["dim"].as_u64()), (Some(1), Some(384)), "{answer}");
+        let first: Vec<f32> = serde_json::from_value(answer["first"].clone()).unwrap();
+        for (got, want) in first.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-5, "the local model's vector: {first:?} against {:?}", &expected[..4]);
+        }
+        assert!(first.iter().zip(&hashed).any(|(g, h)| (g - h).abs() > 1e-3), "not the hashed embedder's");
+    }
+    let mut reasons = Vec::new();
+    ws.store()
+        .audit_for_each(|e| {
+            let e = serde_json::to_value(e).unwrap();
+            if e["operation"] == "model.embed" {
+                reasons.push(e["reason"].as_str().unwrap_or_default().to_owned());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.starts_with("offline/keel-local-v1-")),
+        "named after the local model: {reasons:?}"
+    );
+}

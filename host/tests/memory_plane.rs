@@ -216,6 +216,7 @@ fn a_conflicting_batch_is_refused_whole() {
                     data: lead(name, 1),
                     expected_version: Some(0),
                 }],
+                writer: None,
             },
         ],
         audit: vec![],

@@ -352,3 +352,95 @@ async fn the_cli_shows_routing_and_costs_and_clears_the_cache() {
         assert!(!common::stdout(out).contains(KEY) && !common::stderr(out).contains(KEY));
     }
 }
+
+fn stream(tier: &str, user: &str, temperature_milli: u32) -> Value {
+    json!({"stream": {"tier": tier, "user": user, "temperature_milli": temperature_milli}})
+}
+
+#[tokio::test]
+async fn a_streamed_completion_arrives_in_pieces_and_is_priced_cached_and_audited() {
+    let peer = OpenAiPeer::with_key(KEY).await;
+    peer.set_usage(UsageReply::Fixed { prompt: 100, completion: 50 });
+    let s = setup(&peer, HOSTED_TIERS, "");
+    let r = calls(&s.runtime, json!([stream("small", "tell me about the invoice", 0)])).await;
+    let pieces: Vec<&str> =
+        r[0]["pieces"].as_array().unwrap_or_else(|| panic!("{r:?}")).iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(pieces.len() > 3, "the server's events arrive as separate pieces: {pieces:?}");
+    assert_eq!(pieces.concat(), "echo: tell me about the invoice");
+    assert_eq!(r[0]["text"], "echo: tell me about the invoice", "{r:?}");
+    assert_eq!((r[0]["model"].as_str(), r[0]["cost_micros"].as_u64()), (Some("hosted/m-small"), Some(200)));
+    let body = &peer.bodies()[0];
+    assert_eq!((body["stream"].as_bool(), body["stream_options"]["include_usage"].as_bool()), (Some(true), Some(true)));
+    let totals = spent(&s.ws, "plugin:model-caller");
+    assert_eq!((totals.calls, totals.micros), (1, 200));
+    assert!(audit_text(&s.ws).contains("\"operation\":\"model.complete\""));
+
+    // Deterministic, so cached: the repeat is one piece, free, no request.
+    let r = calls(&s.runtime, json!([stream("small", "tell me about the invoice", 0)])).await;
+    assert_eq!(r[0]["pieces"], json!(["echo: tell me about the invoice"]), "{r:?}");
+    assert_eq!((r[0]["cached"].as_bool(), r[0]["cost_micros"].as_u64()), (Some(true), Some(0)));
+    assert_eq!(peer.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_only_before_its_first_piece() {
+    let peer = OpenAiPeer::with_key(KEY).await;
+    peer.script([Fault::Status(500, "overloaded".into()), Fault::Status(500, "overloaded".into())]);
+    let s = setup(&peer, "small = [\"hosted/m-small\", \"offline\"]", "");
+    let r = calls(&s.runtime, json!([stream("small", "Hello, I'd like a quote", 0)])).await;
+    assert_eq!(r[0]["model"], "offline/keel-rules-v1", "nothing was streamed yet, so offline took over: {r:?}");
+    assert_eq!(r[0]["pieces"].as_array().map(Vec::len), Some(1), "an offline answer is one piece: {r:?}");
+
+    // Cut mid-answer: the pieces already read stand, the next model may not
+    // add to them, and `next` reports the failure.
+    peer.script([Fault::TruncatedStream]);
+    let r = calls(&s.runtime, json!([stream("small", "another question", 700)])).await;
+    assert_eq!(r[0]["error"], "unavailable", "{r:?}");
+    let detail = r[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("hosted/m-small") && detail.contains("[DONE]"), "{detail}");
+    assert!(!detail.contains("offline/"), "offline was not asked after pieces went out: {detail}");
+}
+
+#[tokio::test]
+async fn refused_streams_say_why_and_an_abandoned_stream_is_still_charged() {
+    let peer = OpenAiPeer::with_key(KEY).await;
+    peer.set_usage(UsageReply::Fixed { prompt: 1000, completion: 0 });
+    let s = setup(&peer, HOSTED_TIERS, "");
+    let r = calls(&s.runtime, json!([stream("hosted/m-large", "not granted by name", 0)])).await;
+    assert_eq!(r[0]["error"], "denied", "{r:?}");
+    assert_eq!(peer.request_count(), 0);
+
+    let r = calls(
+        &s.runtime,
+        json!([{"stream_abandoned": {"tier": "small", "user": "read one piece", "temperature_milli": 500}}]),
+    )
+    .await;
+    assert_eq!(r[0]["first"], "echo", "{r:?}");
+    // The model finishes after the stream is dropped; its spend lands then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while spent(&s.ws, "plugin:model-caller").calls == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let totals = spent(&s.ws, "plugin:model-caller");
+    assert_eq!((totals.calls, totals.micros), (1, 1000), "the abandoned stream's tokens are charged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_workflow_step_a_stream_is_the_journaled_answer_in_one_piece() {
+    let peer = OpenAiPeer::with_key(KEY).await;
+    let s = setup(&peer, HOSTED_TIERS, "");
+    let workflows = s.ws.root().join("workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    let step = "[[steps]]\nid = \"ask\"\nagent = \"model-caller\"\n\
+                input = { calls = [{ stream = { tier = \"small\", user = \"$.trigger.question\" } }] }\n";
+    std::fs::write(workflows.join("ask.toml"), step).unwrap();
+    let (def, text) = s.ws.workflow("ask").unwrap();
+    let started = s.runtime.start_run(&def, &text, json!({"question": "a streamed question"}), "manual", "operator");
+    let done = s.runtime.drive_run(&started.await.unwrap().id).await.unwrap();
+    let output = done.output().unwrap_or_else(|| panic!("{done:?}"));
+    assert_eq!(output[0]["pieces"], json!(["echo: a streamed question"]), "{output}");
+    let journal = s.ws.store().journal(&done.id, "ask").unwrap();
+    let ops: Vec<&str> = journal.iter().map(|e| e.op.as_str()).collect();
+    assert_eq!(ops, ["model.complete"], "the answer is journaled like complete's: {journal:?}");
+    assert_eq!(peer.request_count(), 1);
+}

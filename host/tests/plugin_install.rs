@@ -369,10 +369,10 @@ fn a_folder_installs_with_its_manifest_and_remove_purge_deletes_data() {
     assert!(ok(&ws, &["memory", "get", "hello", "Ada"]).contains('1'));
     ok(&ws, &["install", folder.to_str().unwrap(), "--yes", "--allow-unsigned"]);
     let out = ok(&ws, &["remove", "greeter", "--purge"]);
-    assert!(out.contains("purged 1 key/value entries and 0 records in [hello]"), "{out}");
+    assert!(out.contains("purged the 0 records and 0 notes it owned, and 1 key/value entries in [hello]"), "{out}");
     assert_eq!(keel(&ws, &["memory", "get", "hello", "Ada"]).status.code(), Some(1));
     let purge = audit(&ws).into_iter().rev().find(|e| e["operation"] == "plugin.remove").unwrap();
-    assert!(purge["reason"].as_str().unwrap().contains("purged 1"), "{purge}");
+    assert!(purge["reason"].as_str().unwrap().contains("and 1 key/value entries"), "{purge}");
 
     // Another plugin granted the same namespace: the review says so.
     ok(&ws, &["install", HELLO, "--yes", "--allow-unsigned"]);
@@ -395,7 +395,8 @@ const HELLO_V2: &str = "name = 'hello'\nversion = '0.2.0'\nworld = 'agent'\n\n[c
 /// Hot reload, as a process that serves calls sees it: upgrades applied
 /// through the same store while calls run concurrently. No call fails;
 /// calls prepared after the upgrade run the new version; a call that
-/// holds the old version finishes on it.
+/// holds the old version finishes on it; each call's audit entry names the
+/// version that served it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrading_while_calls_run_loses_no_call() {
     use keel_host::plugin::installer::{self, Applied, Request};
@@ -424,7 +425,7 @@ async fn upgrading_while_calls_run_loses_no_call() {
                 let input = format!(r#"{{"name":"caller-{i}-{n}"}}"#);
                 let out = runtime.call_prepared(&plugin, input).await;
                 assert!(out.is_ok(), "call {i}/{n} on {} failed: {:?}", plugin.record.version, out.err());
-                seen.push((after_upgrade, plugin.record.version.clone()));
+                seen.push((after_upgrade, plugin.record.version.clone(), format!("hello/caller-{i}-{n}")));
                 n += 1;
             }
             seen
@@ -454,35 +455,84 @@ async fn upgrading_while_calls_run_loses_no_call() {
     for c in callers {
         seen.extend(c.await.unwrap());
     }
-    assert!(seen.iter().any(|(_, v)| v == "0.1.0"), "calls ran before the upgrade");
-    assert!(seen.iter().any(|(_, v)| v == "0.2.0"), "calls ran after the upgrade");
-    for (after, version) in &seen {
+    assert!(seen.iter().any(|(_, v, _)| v == "0.1.0"), "calls ran before the upgrade");
+    assert!(seen.iter().any(|(_, v, _)| v == "0.2.0"), "calls ran after the upgrade");
+    for (after, version, _) in &seen {
         if *after {
             assert_eq!(version, "0.2.0", "a call prepared after the upgrade runs the new version");
         }
     }
+    // Each call's own audit entry (its `memory.put` of its caller's key)
+    // names the version that served it, the held call's too.
+    let mut audited = std::collections::HashMap::new();
+    ws.store()
+        .audit_for_each(|e| {
+            if e.actor == "hello" && e.operation == "memory.put" {
+                audited.insert(e.target.clone(), e.version.clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+    seen.push((true, "0.1.0".to_owned(), "hello/held".to_owned()));
+    for (_, version, target) in &seen {
+        assert_eq!(audited.get(target), Some(&Some(version.clone())), "the audit entry of {target}");
+    }
+    assert_eq!(audited.len(), seen.len(), "one entry per call");
+    assert!(ws.store().audit_verify().unwrap().broken.is_none());
     // Rolled back the same way, the next call runs 0.1.0 again.
     installer::rollback(&ws, &runtime, "hello", None).unwrap();
     assert_eq!(runtime.prepare("hello", &()).unwrap().record.version, "0.1.0");
 }
 
+/// `memory-plane`'s manifest under another name: the same grants.
+const MEMORY_PLANE_MANIFEST: &str = include_str!("../../tests/components/memory-plane/plugin.toml");
+
 #[test]
-fn remove_purge_deletes_records_of_namespaces_only_the_plugin_could_write() {
-    let (_dir, ws) = common::workspace();
+fn remove_purge_deletes_exactly_the_records_and_notes_the_plugin_owns() {
+    let (dir, ws) = common::workspace();
     ok(&ws, &["install", MEMORY_PLANE, "--yes", "--allow-unsigned"]);
+    let manifest = MEMORY_PLANE_MANIFEST.replace("name = \"memory-plane\"", "name = \"neighbour\"");
+    let neighbour = repacked(dir.path(), MEMORY_PLANE, "neighbour.wasm", &manifest);
+    ok(&ws, &["install", neighbour.to_str().unwrap(), "--yes", "--allow-unsigned"]);
     let ops = serde_json::json!({ "ops": [
         { "op": "put-record", "collection": "leads", "id": "acme", "data": { "name": "Acme" } },
         { "op": "put-record", "collection": "leads", "id": "globex", "data": { "name": "Globex" } },
+        { "op": "remember", "namespace": "notes", "text": "Acme wants an invoice meeting" },
         { "op": "put", "namespace": "notes", "key": "k", "value": "v" },
     ]});
     ok(&ws, &["call", "memory-plane", "--input", &ops.to_string()]);
-    assert!(ok(&ws, &["memory", "query", "leads"]).contains("acme"));
+    let ops = serde_json::json!({ "ops": [
+        { "op": "put-record", "collection": "leads", "id": "initech", "data": { "name": "Initech" } },
+        { "op": "remember", "namespace": "notes", "text": "Initech wants an invoice meeting" },
+    ]});
+    ok(&ws, &["call", "neighbour", "--input", &ops.to_string()]);
+    ok(&ws, &["memory", "remember", "notes", "Invoice meetings are on Fridays"]);
+    assert!(ok(&ws, &["memory", "recall", "notes", "Acme invoice meeting"]).contains("Acme wants"));
+
     let out = ok(&ws, &["remove", "memory-plane", "--purge"]);
-    assert!(out.contains("purged 1 key/value entries and 2 records in [leads, notes]"), "{out}");
+    // `notes` and `leads` are shared with `neighbour`: their key/value
+    // entries stay, since entries carry no owner.
+    assert!(out.contains("purged the 2 records and 1 notes it owned, and 0 key/value entries in []"), "{out}");
     let left = ok(&ws, &["memory", "query", "leads"]);
-    assert!(!left.contains("acme") && !left.contains("globex"), "{left}");
-    assert_eq!(keel(&ws, &["memory", "get", "notes", "k"]).status.code(), Some(1));
+    assert!(!left.contains("acme") && !left.contains("globex") && left.contains("initech"), "{left}");
+    let recalled = ok(&ws, &["memory", "recall", "notes", "Acme invoice meeting", "-k", "10"]);
+    assert!(!recalled.contains("Acme wants"), "its vector is gone from recall: {recalled}");
+    assert!(recalled.contains("Initech wants") && recalled.contains("on Fridays"), "{recalled}");
+    assert!(ok(&ws, &["memory", "get", "notes", "k"]).contains('v'));
+    let purge = audit(&ws).into_iter().rev().find(|e| e["operation"] == "plugin.remove").unwrap();
+    assert!(purge["reason"].as_str().unwrap().contains("purged 2 records and 1 notes it owned"), "{purge}");
     assert!(ok(&ws, &["audit", "verify"]).contains("entries"));
+
+    // Alone in its namespaces, a purge also takes their key/value entries.
+    ok(&ws, &["call", "neighbour", "--input", r#"{"ops":[{"op":"put","namespace":"leads","key":"k","value":"v"}]}"#]);
+    let out = ok(&ws, &["remove", "neighbour", "--purge"]);
+    assert!(
+        out.contains("purged the 1 records and 1 notes it owned, and 2 key/value entries in [leads, notes]"),
+        "{out}"
+    );
+    assert!(ok(&ws, &["memory", "query", "leads"]).contains("no matching records"));
+    let recalled = ok(&ws, &["memory", "recall", "notes", "invoice meeting", "-k", "10"]);
+    assert!(!recalled.contains("Initech") && recalled.contains("on Fridays"), "the operator's note stays: {recalled}");
 }
 
 /// `keel serve` holds the database: changing plugins says what to do.
@@ -495,23 +545,27 @@ const GREET: &str = "[trigger]\nkind = \"webhook\"\npath = \"greet\"\n\n[[steps]
 /// Starts a `greet` run over the API and waits for it; the version of
 /// `hello` that ran its step.
 fn greet(server: &peers::keel_serve::Server, token: &str) -> String {
-    let host = server.host();
+    greet_as(server.addr, &server.host(), token, "Ada")
+}
+
+/// [`greet`] for `name`, from any thread.
+fn greet_as(addr: std::net::SocketAddr, host: &str, token: &str, name: &str) -> String {
     let bearer = format!("Bearer {token}");
-    let auth = [("host", host.as_str()), ("authorization", bearer.as_str())];
-    let (status, started) =
-        peers::keel_serve::http(server.addr, "POST", "/api/v1/hooks/greet", &auth, r#"{"name":"Ada"}"#);
+    let auth = [("host", host), ("authorization", bearer.as_str())];
+    let body = serde_json::json!({ "name": name }).to_string();
+    let (status, started) = peers::keel_serve::http(addr, "POST", "/api/v1/hooks/greet", &auth, &body);
     assert_eq!(status, 202, "{started}");
     let id = started["run"].as_str().unwrap();
-    for _ in 0..200 {
-        let (_, run) = peers::keel_serve::http(server.addr, "GET", &format!("/api/v1/runs/{id}"), &auth, "");
+    for _ in 0..400 {
+        let (_, run) = peers::keel_serve::http(addr, "GET", &format!("/api/v1/runs/{id}"), &auth, "");
         if run["state"] == "succeeded" {
-            assert_eq!(run["steps"]["hi"]["output"]["message"], "Hello, Ada!");
+            assert_eq!(run["steps"]["hi"]["output"]["message"], format!("Hello, {name}!"));
             return run["steps"]["hi"]["version"].as_str().unwrap().to_owned();
         }
         assert!(run["state"] != "failed", "{run}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("the greet run did not finish");
+    panic!("the greet run for {name} did not finish");
 }
 
 #[test]
@@ -528,8 +582,31 @@ fn install_upgrade_and_rollback_reach_a_running_serve_without_a_restart() {
     let out = ok(&ws, &["install", HELLO, "--yes", "--allow-unsigned"]);
     assert!(out.contains("installed hello 0.1.0 in the running keel serve"), "{out}");
     assert_eq!(greet(&server, &token), "0.1.0", "the server runs what was just installed");
+    // Runs keep arriving over loopback while the upgrade is applied: none
+    // fails, and each is audited under the version that served it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runners: Vec<_> = (0..3)
+        .map(|i| {
+            let (addr, host, token, stop) = (server.addr, server.host(), token.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut served = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let name = format!("runner-{i}-{}", served.len());
+                    let version = greet_as(addr, &host, &token, &name);
+                    served.push((format!("hello/{name}"), version));
+                }
+                served
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let out = ok(&ws, &["upgrade", "hello", "--from", hello2.to_str().unwrap(), "--allow-unsigned"]);
     assert!(out.contains("upgraded hello 0.1.0 -> 0.2.0 in the running keel serve"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let concurrent: Vec<(String, String)> = runners.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    assert!(concurrent.iter().any(|(_, v)| v == "0.1.0"), "runs before the upgrade: {concurrent:?}");
+    assert!(concurrent.iter().any(|(_, v)| v == "0.2.0"), "runs after the upgrade: {concurrent:?}");
     assert_eq!(greet(&server, &token), "0.2.0");
     let out = ok(&ws, &["rollback", "hello"]);
     assert!(out.contains("back from 0.2.0 to 0.1.0"), "{out}");
@@ -540,9 +617,21 @@ fn install_upgrade_and_rollback_reach_a_running_serve_without_a_restart() {
     assert!(err.contains("/nonexistent/plugin.wasm"), "the server's error reaches the CLI: {err}");
 
     assert!(server.terminate().success());
-    let audit = ok(&ws, &["audit", "tail", "-n", "40"]);
+    let operations: Vec<serde_json::Value> = audit(&ws).into_iter().map(|e| e["operation"].clone()).collect();
     for op in ["plugin.install", "plugin.upgrade", "plugin.rollback"] {
-        assert!(audit.contains(op), "{op} audited: {audit}");
+        assert!(operations.contains(&op.into()), "{op} audited");
     }
+    let tail = ok(&ws, &["audit", "tail", "-n", "10"]);
+    // Each run's write is audited under the version that served it.
+    let writes: Vec<serde_json::Value> =
+        audit(&ws).into_iter().filter(|e| e["actor"] == "hello" && e["operation"] == "memory.put").collect();
+    let versions_of = |target: &str| -> Vec<serde_json::Value> {
+        writes.iter().filter(|e| e["target"] == target).map(|e| e["version"].clone()).collect()
+    };
+    assert_eq!(versions_of("hello/Ada"), ["0.1.0", "0.2.0", "0.1.0"], "the version of each run's memory.put");
+    for (target, version) in &concurrent {
+        assert_eq!(versions_of(target), [version.as_str()], "the audit entry of {target}");
+    }
+    assert!(tail.contains("hello@0.1.0"), "`keel audit tail` shows the version: {tail}");
     ok(&ws, &["remove", "hello"]);
 }

@@ -187,13 +187,17 @@ async fn memory_plane() {
 /// no provider configured the offline one answers, honestly named and free.
 #[tokio::test]
 async fn model_caller() {
-    let (_dir, _ws, runtime) = host();
+    let (_dir, ws, runtime) = host();
     let script = serde_json::json!({"calls": [{"complete": {"tier": "small", "user": "Hello from Ada"}}]});
     let out = runtime.call("model-caller", script.to_string()).await.unwrap();
     let results: serde_json::Value = serde_json::from_str(&out.output).unwrap();
     assert_eq!(results[0]["model"], "offline/keel-rules-v1", "{results}");
     assert_eq!(results[0]["cost_micros"], 0, "{results}");
     assert!(!results[0]["text"].as_str().unwrap().is_empty(), "{results}");
+    // The model service's entry names the version of the calling plugin.
+    let audit = ws.store().audit_tail(5).unwrap();
+    let entry = audit.iter().find(|e| e.actor == "model-caller" && e.operation == "model.complete");
+    assert_eq!(entry.and_then(|e| e.version.as_deref()), Some("0.1.0"), "{audit:?}");
 }
 
 /// The kernel tests are in kernel.rs; this one checks that with no
@@ -207,6 +211,7 @@ async fn proposer() {
     assert_eq!(results[0]["error"], "unavailable", "{results}");
     assert!(results[0]["detail"].as_str().unwrap().contains("install one"), "{results}");
     let audit = ws.store().audit_tail(5).unwrap();
-    assert!(audit.iter().any(|e| e.actor == "proposer" && e.operation == "actions.propose"), "{audit:?}");
+    let entry = audit.iter().find(|e| e.actor == "proposer" && e.operation == "actions.propose");
+    assert_eq!(entry.and_then(|e| e.version.as_deref()), Some("0.1.0"), "the refusal names the version: {audit:?}");
     assert!(ws.store().intents_in(keel_host::kernel::outbox::IntentState::Ready, 10).unwrap().is_empty());
 }

@@ -55,3 +55,40 @@ fn migrating_twice_changes_nothing() {
     assert_eq!(ws.store().kv_get("hello", "Ada").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(ws.store().audit_verify().unwrap().entries, 4);
 }
+
+/// A v3 workspace (before records and notes had owners) opens as v4, and
+/// its records, in the old layout, read as unowned data every plugin
+/// granted the collection may read.
+#[test]
+fn records_written_before_owners_stay_shared() {
+    use redb::{ReadableDatabase, TableDefinition};
+    const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+    let (_dir, path) = common::workspace();
+    let ok = |args: &[&str]| {
+        let out = common::keel(&path, args);
+        assert!(out.status.success(), "keel {args:?}: {}", common::stderr(&out));
+        common::stdout(&out)
+    };
+    ok(&["install", common::guests::MEMORY_PLANE, "--yes", "--allow-unsigned"]);
+    {
+        // What keel v3 wrote: format 1, version, update time, JSON.
+        let db = redb::Database::open(path.join("keel.redb")).unwrap();
+        let mut old = vec![1u8];
+        old.extend_from_slice(&2u64.to_be_bytes());
+        old.extend_from_slice(&1_700_000_000_000u64.to_be_bytes());
+        old.extend_from_slice(br#"{"name":"Legacy"}"#);
+        let txn = db.begin_write().unwrap();
+        txn.open_table(RECORDS).unwrap().insert(("leads", "legacy"), old.as_slice()).unwrap();
+        txn.open_table(META).unwrap().insert("schema_version", 3).unwrap();
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(), 3);
+    }
+    assert_eq!(Workspace::open(&path).unwrap().store().schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(ok(&["memory", "query", "leads"]).contains("legacy v2 (shared)"));
+    let ops = r#"{"ops":[{"op":"get-record","collection":"leads","id":"legacy"}]}"#;
+    let out: serde_json::Value = serde_json::from_str(&ok(&["call", "memory-plane", "--input", ops])).unwrap();
+    assert_eq!(out[0], serde_json::json!({"data": {"name": "Legacy"}, "version": 2}));
+}

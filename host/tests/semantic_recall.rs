@@ -45,7 +45,7 @@ fn remember_at(store: &Store, index: &SemanticIndex, ns: &str, notes: &[(&str, &
 }
 
 fn recall(index: &SemanticIndex, query: &str, k: usize, filter_tags: &[&str], half_life: Option<Duration>) -> Vec<Hit> {
-    let filter = RecallFilter { tags: tags(filter_tags) };
+    let filter = RecallFilter { tags: tags(filter_tags), owners: None };
     index.recall(NS, query, k, &filter, NOW, half_life).unwrap()
 }
 
@@ -163,7 +163,7 @@ fn a_reloaded_index_answers_like_the_live_one() {
                 namespace: NS.into(),
                 text: text.into(),
                 k: 5,
-                filter: RecallFilter { tags },
+                filter: RecallFilter { tags, owners: None },
                 half_life: Some(Duration::from_secs(12 * 3600)),
             })
             .collect();

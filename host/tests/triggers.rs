@@ -224,7 +224,7 @@ async fn write_records(h: &Host, writes: Vec<RecordWrite>) {
         .iter()
         .map(|w| AuditEntry::allowed("operator", "memory.record", format!("{}/{}", w.collection(), w.id())))
         .collect();
-    let batch = Batch { mutations: vec![Mutation::Records { collections, writes }], audit };
+    let batch = Batch { mutations: vec![Mutation::Records { collections, writes, writer: None }], audit };
     h.ws.store().commit(batch).await.unwrap();
 }
 

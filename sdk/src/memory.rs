@@ -25,7 +25,7 @@ pub fn put_json<T: Serialize + ?Sized>(namespace: &str, key: &str, value: &T) ->
 
 pub use crate::bindings::keel::plugin::memory::{
     Comparison, Condition, Hit, Note, RecallRequest, RecordEntry, RecordPage, RecordQuery, WriteResult, delete_record,
-    forget, get_record, put_record, query_records, recall, recall_many, remember,
+    forget, get_record, put_record, query_records, recall, recall_many, remember, remember_many,
 };
 
 /// Reads record `id` of `collection` as `T`, with its version.

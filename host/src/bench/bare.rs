@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::keel::plugin::{actions, config, log, memory, model, types};
@@ -84,6 +84,9 @@ impl memory::Host for BareState {
     fn remember(&mut self, _: String, _: memory::Note) -> R<String> {
         Self::unavailable()
     }
+    fn remember_many(&mut self, _: String, _: Vec<memory::Note>) -> R<Vec<String>> {
+        Self::unavailable()
+    }
     fn recall(&mut self, _: memory::RecallRequest) -> R<Vec<memory::Hit>> {
         Self::unavailable()
     }
@@ -99,11 +102,29 @@ impl model::Host for BareState {
     async fn complete(&mut self, _: model::CompletionRequest) -> R<model::Completion> {
         Ok(Err(GuestError::Unavailable(String::new())))
     }
+    async fn complete_streaming(
+        &mut self,
+        _: model::CompletionRequest,
+    ) -> wasmtime::Result<Resource<model::CompletionStream>> {
+        Err(wasmtime::format_err!("the bare floor does not stream completions"))
+    }
     async fn embed(&mut self, _: Vec<String>) -> R<Vec<Vec<f32>>> {
         Ok(Err(GuestError::Unavailable(String::new())))
     }
     async fn embed_background(&mut self, _: Vec<String>) -> R<Vec<Vec<f32>>> {
         Ok(Err(GuestError::Unavailable(String::new())))
+    }
+}
+
+impl model::HostCompletionStream for BareState {
+    async fn next(&mut self, _: Resource<model::CompletionStream>) -> R<Option<String>> {
+        Ok(Ok(None))
+    }
+    async fn finish(&mut self, _: Resource<model::CompletionStream>) -> R<model::Completion> {
+        Ok(Err(GuestError::Unavailable(String::new())))
+    }
+    fn drop(&mut self, _: Resource<model::CompletionStream>) -> wasmtime::Result<()> {
+        Ok(())
     }
 }
 

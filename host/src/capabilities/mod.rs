@@ -8,6 +8,7 @@ pub mod config;
 pub mod log;
 pub mod memory;
 pub mod model;
+pub mod model_stream;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

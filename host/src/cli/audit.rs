@@ -122,5 +122,5 @@ fn format_entry(e: &AuditEntry) -> String {
         Decision::Parked => "parked",
     };
     let reason = e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    format!("#{:<6} {:<16} {:<18} {:<28} {decision}{reason}", e.seq, e.actor, e.operation, e.target)
+    format!("#{:<6} {:<16} {:<18} {:<28} {decision}{reason}", e.seq, e.actor_with_version(), e.operation, e.target)
 }

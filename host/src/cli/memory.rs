@@ -124,7 +124,7 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
             let q = Query { collection, conditions, limit, cursor: None };
             let page = records::query(store, &plane.collections, &q)?;
             for r in &page.records {
-                println!("{} v{} {}", r.id, r.version, r.data);
+                println!("{} v{} ({}) {}", r.id, r.version, shown_owner(r.owner.as_deref()), r.data);
             }
             if page.records.is_empty() {
                 println!("no matching records");
@@ -141,14 +141,16 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
         }
         MemoryCommand::Recall { namespace, query, k, tags } => {
             let plane = ws.memory_plane()?;
-            let filter = RecallFilter { tags };
+            // The operator sees every plugin's notes; each line names the owner.
+            let filter = RecallFilter { tags, owners: None };
             let half_life = plane.decay.half_life(&namespace);
             let hits = plane.semantic.recall(&namespace, &query, k as usize, &filter, now_ms(), half_life)?;
             if hits.is_empty() {
                 println!("nothing recalled from `{namespace}`");
             }
             for h in hits {
-                println!("{:.3}  {}  {}  [{}]", h.score, h.note.id, h.note.text, h.note.tags.join(", "));
+                let owner = shown_owner(h.note.owner.as_deref());
+                println!("{:.3}  {}  {}  [{}]  ({owner})", h.score, h.note.id, h.note.text, h.note.tags.join(", "));
             }
         }
         MemoryCommand::Forget { namespace, key, note: false } => {
@@ -182,6 +184,12 @@ pub fn run(ws: &Workspace, cmd: MemoryCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who owns a record or note, for listings: `by NAME`, or `shared` for
+/// the operator's and those written before owners were recorded.
+fn shown_owner(owner: Option<&str>) -> String {
+    owner.map_or_else(|| "shared".to_owned(), |o| format!("by {o}"))
 }
 
 /// `keel memory reindex`: re-embeds stale notes with a progress bar on a

@@ -397,11 +397,12 @@ pub fn remove(ws: &Workspace, name: &str, purge: bool) -> anyhow::Result<()> {
             bail!("no plugin named `{name}` is installed: see `keel list`");
         };
         println!(
-            "removed {} {} and its kept versions; purged {} key/value entries and {} records in [{}] (semantic notes are kept)",
+            "removed {} {} and its kept versions; purged the {} records and {} notes it owned, and {} key/value entries in [{}]",
             p.record.name,
             p.record.version,
-            p.entries,
             p.records,
+            p.notes,
+            p.entries,
             p.namespaces.join(", ")
         );
         return Ok(());

@@ -40,14 +40,53 @@ pub struct Caller {
     pub grants: Arc<CapabilitySet>,
 }
 
+impl Caller {
+    /// An `allowed` entry naming this plugin and its version.
+    pub fn allowed(&self, operation: &str, target: impl Into<String>) -> AuditEntry {
+        AuditEntry::allowed(&self.plugin, operation, target).with_version(&self.version)
+    }
+
+    /// A `denied` entry naming this plugin and its version.
+    pub fn denied(&self, operation: &str, target: impl Into<String>, reason: impl Into<String>) -> AuditEntry {
+        AuditEntry::denied(&self.plugin, operation, target, reason).with_version(&self.version)
+    }
+
+    /// Names this caller's version in the entries of `batch` that name it
+    /// as actor (a service, such as the model service, writes them without
+    /// knowing which version called).
+    pub fn stamp(&self, mut batch: Batch) -> Batch {
+        for entry in batch.audit.iter_mut().filter(|e| e.actor == self.plugin && e.version.is_none()) {
+            entry.version = Some(self.version.clone());
+        }
+        batch
+    }
+}
+
 /// What a caller asks to do.
 #[derive(Debug, Clone, Copy)]
 pub enum Request<'a> {
-    MemoryRead { namespace: &'a str },
-    MemoryWrite { namespace: &'a str },
-    Model { tier: &'a str },
-    Action { kind: &'a str },
-    Secret { name: &'a str },
+    MemoryRead {
+        namespace: &'a str,
+    },
+    MemoryWrite {
+        namespace: &'a str,
+    },
+    Model {
+        tier: &'a str,
+    },
+    Action {
+        kind: &'a str,
+    },
+    Secret {
+        name: &'a str,
+    },
+    /// Overwriting or deleting `item` (`collection/id`, `namespace/note`)
+    /// of `namespace`, which plugin `owner` created.
+    ChangeOwned {
+        namespace: &'a str,
+        item: &'a str,
+        owner: &'a str,
+    },
 }
 
 impl Request<'_> {
@@ -59,6 +98,7 @@ impl Request<'_> {
             Request::Model { .. } => "model.call",
             Request::Action { .. } => "actions.propose",
             Request::Secret { .. } => "config.secret",
+            Request::ChangeOwned { .. } => "memory.write",
         }
     }
 
@@ -68,16 +108,21 @@ impl Request<'_> {
             Request::Model { tier } => tier,
             Request::Action { kind } => kind,
             Request::Secret { name } => name,
+            Request::ChangeOwned { item, .. } => item,
         }
     }
 
-    fn is_granted(&self, grants: &CapabilitySet) -> bool {
+    fn is_granted(&self, caller: &Caller) -> bool {
+        let grants = &caller.grants;
         match *self {
             Request::MemoryRead { namespace } => grants.can_read(namespace),
             Request::MemoryWrite { namespace } => grants.can_write(namespace),
             Request::Model { tier } => grants.has_model(tier),
             Request::Action { kind } => grants.has_action(kind),
             Request::Secret { name } => grants.has_secret(name),
+            Request::ChangeOwned { namespace, owner, .. } => {
+                grants.can_write_owned(&caller.plugin, namespace, Some(owner))
+            }
         }
     }
 
@@ -88,6 +133,10 @@ impl Request<'_> {
             Request::Model { tier } => format!("no grant for model tier `{tier}`"),
             Request::Action { kind } => format!("no grant to propose `{kind}`"),
             Request::Secret { name } => format!("no grant for secret `{name}`"),
+            Request::ChangeOwned { namespace, item, owner } => format!(
+                "`{item}` belongs to plugin `{owner}`, and no grant lets this plugin change its data in `{namespace}` \
+                 (`write_from = [\"{owner}\"]`)"
+            ),
         }
     }
 }
@@ -156,14 +205,14 @@ impl Gate {
     /// Allows `request` if `caller` was granted it; otherwise audits the
     /// denial and returns the `denied` error the guest sees.
     pub fn check(&self, caller: &Caller, request: Request<'_>) -> Result<(), GuestError> {
-        if request.is_granted(&caller.grants) {
+        if request.is_granted(caller) {
             return Ok(());
         }
         let reason = request.missing_grant();
         tracing::warn!(plugin = %caller.plugin, operation = request.operation(), target = request.target(), %reason, "denied");
         // Queued, not awaited: it lands with (or before) the next commit,
         // even if the call that caused it fails.
-        let entry = AuditEntry::denied(&caller.plugin, request.operation(), request.target(), reason.clone());
+        let entry = caller.denied(request.operation(), request.target(), reason.clone());
         self.audit_now(entry);
         Err(GuestError::Denied(format!("{reason}: ask the operator to grant it in the plugin's manifest")))
     }
@@ -261,7 +310,7 @@ impl Gate {
         let reject = |error: GuestError| {
             let reason = error.to_string();
             tracing::warn!(plugin, kind = %proposal.kind, %reason, "proposal rejected");
-            self.audit_now(AuditEntry::denied(plugin, "actions.propose", target.clone(), reason));
+            self.audit_now(caller.denied("actions.propose", target.clone(), reason));
             Err(error)
         };
         let registry = self.kernel.registry();
@@ -339,7 +388,7 @@ impl Gate {
                     note: None,
                 };
                 mutations.push(approvals::put(record));
-                let mut entry = AuditEntry::allowed(plugin, "actions.propose", target);
+                let mut entry = caller.allowed("actions.propose", target);
                 entry.decision = Decision::Parked;
                 entry.reason = Some(format!("awaiting approval #{id}: {}", reasons.join("; ")));
                 (entry, Disposition::Parked { approval: id, reasons })
@@ -352,7 +401,8 @@ impl Gate {
                         mutations.push(record_spend(day.clone(), scope, amount));
                     }
                 }
-                let entry = AuditEntry::allowed(plugin, "actions.propose", target)
+                let entry = caller
+                    .allowed("actions.propose", target)
                     .with_reason(format!("within policy; queued in the outbox as {key}"));
                 (entry, Disposition::Queued { key })
             }

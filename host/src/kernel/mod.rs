@@ -102,8 +102,8 @@ impl Kernel {
     }
 
     /// Serves model calls with `models` instead of the offline provider alone.
-    pub fn with_models(mut self, models: ModelService) -> Kernel {
-        self.models = Arc::new(models);
+    pub fn with_models(mut self, models: Arc<ModelService>) -> Kernel {
+        self.models = models;
         self
     }
 

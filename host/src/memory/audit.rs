@@ -49,6 +49,12 @@ pub struct AuditEntry {
     pub at_ms: u64,
     /// Who acted: a plugin name, or `operator`.
     pub actor: String,
+    /// The version of the plugin that acted, for entries written on behalf
+    /// of a plugin call. Absent in entries of the operator and the host,
+    /// and in every entry written before keel recorded it: skipped when
+    /// absent, so those entries serialize, and hash, as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// What was attempted, e.g. `memory.put`, `plugin.install`.
     pub operation: String,
     /// What it was applied to, e.g. `hello/alice`.
@@ -71,6 +77,7 @@ impl AuditEntry {
             seq: 0,
             at_ms: 0,
             actor: actor.to_owned(),
+            version: None,
             operation: operation.to_owned(),
             target: target.into(),
             decision: Decision::Allowed,
@@ -91,6 +98,20 @@ impl AuditEntry {
     pub fn with_reason(mut self, reason: impl Into<String>) -> AuditEntry {
         self.reason = Some(reason.into());
         self
+    }
+
+    /// Names the version of the plugin that acted.
+    pub fn with_version(mut self, version: impl Into<String>) -> AuditEntry {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// `actor@version` for entries of a plugin call, else the actor.
+    pub fn actor_with_version(&self) -> String {
+        match &self.version {
+            Some(version) => format!("{}@{version}", self.actor),
+            None => self.actor.clone(),
+        }
     }
 
     /// The hash this entry should carry, given its other fields.
@@ -169,6 +190,8 @@ pub(crate) struct PreparedEntry {
 #[derive(Serialize)]
 struct Content<'a> {
     actor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
     operation: &'a str,
     target: &'a str,
     decision: Decision,
@@ -180,6 +203,7 @@ impl PreparedEntry {
     pub(crate) fn new(entry: &AuditEntry) -> PreparedEntry {
         let content = Content {
             actor: &entry.actor,
+            version: entry.version.as_deref(),
             operation: &entry.operation,
             target: &entry.target,
             decision: entry.decision,
@@ -406,6 +430,7 @@ mod tests {
             AuditEntry::denied("plug\"in", "net.fetch", "https://x/\\y?q=\u{1}\t", "grant \"net\" missing\n"),
             AuditEntry::allowed("operator", "plugin.install", "ünïcödé/🦀").with_reason(""),
             AuditEntry::allowed("", "", ""),
+            AuditEntry::allowed("extractor", "records.put", "leads/a").with_version("0.2.0-rc.1+\"odd\""),
         ]
     }
 
@@ -430,7 +455,7 @@ mod tests {
             assert_eq!((&entry.actor, &entry.target, &entry.reason), (&want.actor, &want.target, &want.reason));
         }
         let v = store.audit_verify().unwrap();
-        assert_eq!((v.entries, v.broken), (8, None));
+        assert_eq!((v.entries, v.broken), (10, None));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use redb::{Database, WriteTransaction};
 use super::StoreError;
 use super::audit::{self, AuditEntry, PreparedEntry};
 use super::kv::{self, AccessLog, KvBound};
-use super::records::{self, Collections, RecordError, RecordWrite};
+use super::records::{self, Collections, RecordError, RecordWrite, RecordWriter};
 
 /// Most batches one commit takes; with a time budget, bounds the latency of
 /// a single commit.
@@ -46,14 +46,21 @@ pub enum Mutation {
         namespace: String,
         key: String,
     },
-    /// Record writes, checked (schema, compare-and-set) before any part of
-    /// the batch is applied.
+    /// Record writes, checked (schema, compare-and-set, ownership) before
+    /// any part of the batch is applied.
     Records {
         collections: Arc<Collections>,
         writes: Vec<RecordWrite>,
+        /// The plugin the writes are made for; `None`: the operator or the
+        /// host.
+        writer: Option<RecordWriter>,
     },
     /// Work done by code that owns its own tables (plugin records).
     Custom(CustomMutation),
+    /// A [`CustomMutation`] that decides inside the commit which audit
+    /// entries it makes (a workflow run finishing with its last step only
+    /// if nobody paused or cancelled it meanwhile).
+    Audited(AuditedMutation),
 }
 
 /// What a [`CustomMutation`] runs inside the commit.
@@ -67,6 +74,23 @@ pub struct CustomMutation {
 }
 
 impl std::fmt::Debug for CustomMutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label)
+    }
+}
+
+/// What an [`AuditedMutation`] runs inside the commit: its audit entries
+/// follow the batch's own.
+pub type AuditedApplyFn = dyn Fn(&WriteTransaction) -> Result<Vec<AuditEntry>, StoreError> + Send + Sync;
+
+/// A mutation whose audit entries depend on what it finds in the database.
+#[derive(Clone)]
+pub struct AuditedMutation {
+    pub label: &'static str,
+    pub apply: Arc<AuditedApplyFn>,
+}
+
+impl std::fmt::Debug for AuditedMutation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.label)
     }
@@ -344,8 +368,8 @@ fn commit_group(db: &Database, access: &AccessLog, group: &mut Vec<Submission>, 
 /// same commit are unaffected.
 fn check_batch(txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
     for m in &batch.mutations {
-        if let Mutation::Records { collections, writes } = m {
-            records::check(txn, collections, writes).map_err(|e| match e {
+        if let Mutation::Records { collections, writes, writer } = m {
+            records::check(txn, collections, writes, writer.as_ref()).map_err(|e| match e {
                 RecordError::Store(e) => e,
                 refused => StoreError::Refused(refused.to_string()),
             })?;
@@ -364,7 +388,7 @@ fn apply_batch(
     batch: &Batch,
     entries: &[PreparedEntry],
 ) -> Result<Receipt, StoreError> {
-    let mut evictions = Vec::new();
+    let (mut evictions, mut decided) = (Vec::new(), Vec::new());
     for m in &batch.mutations {
         match m {
             Mutation::KvPut { namespace, key, value, expires_at_ms, bound } => {
@@ -376,18 +400,22 @@ fn apply_batch(
             Mutation::KvDelete { namespace, key } => {
                 kv::apply_delete(txn, namespace, key)?;
             }
-            Mutation::Records { collections, writes } => {
-                records::apply(txn, collections, writes).map_err(|e| match e {
+            Mutation::Records { collections, writes, writer } => {
+                records::apply(txn, collections, writes, writer.as_ref()).map_err(|e| match e {
                     RecordError::Store(e) => e,
                     other => StoreError::Commit(format!("a checked record write failed: {other}")),
                 })?;
             }
             Mutation::Custom(c) => (c.apply)(txn)?,
+            Mutation::Audited(c) => decided.extend((c.apply)(txn)?),
         }
     }
     let mut audit_seqs = Vec::with_capacity(entries.len());
     for entry in entries {
         audit_seqs.push(audit.append_prepared(entry)?);
+    }
+    for entry in decided {
+        audit_seqs.push(audit.append(entry)?);
     }
     for entry in evictions {
         audit.append(entry)?;

@@ -36,7 +36,8 @@ pub struct MemoryConfig {
     #[serde(default)]
     pub reclaim: ReclaimConfig,
     /// What turns notes and queries into vectors: `{ kind = "hashed" }`
-    /// (the default) or `{ kind = "local", path = "MODEL FOLDER" }`.
+    /// (the default), `{ kind = "local", path = "MODEL FOLDER" }` or
+    /// `{ kind = "model", model = "provider/model", dimensions = N }`.
     #[serde(default)]
     pub embedder: EmbedderConfig,
 }
@@ -92,11 +93,20 @@ impl MemoryPlane {
     /// database (the workspace); an unusable model falls back to the hashed
     /// embedder, logged once per process ([`EmbedderChoice::announce`]).
     pub fn load(store: &Store, config: &MemoryConfig) -> Result<MemoryPlane, String> {
+        let base = store.path().parent().unwrap_or(std::path::Path::new("."));
+        MemoryPlane::load_with_embedder(store, config, EmbedderChoice::open(&config.embedder, base))
+    }
+
+    /// As [`MemoryPlane::load`], with an embedder the caller picked (the
+    /// workspace shares one between the memory plane and the model service).
+    pub fn load_with_embedder(
+        store: &Store,
+        config: &MemoryConfig,
+        choice: EmbedderChoice,
+    ) -> Result<MemoryPlane, String> {
         let collections = Arc::new(Collections::new(config.collections.clone()).map_err(|e| e.to_string())?);
         config.validate()?;
         build_indexes(store, &collections).map_err(|e| e.to_string())?;
-        let base = store.path().parent().unwrap_or(std::path::Path::new("."));
-        let choice = EmbedderChoice::open(&config.embedder, base);
         choice.announce();
         let semantic = SemanticIndex::load(store, choice.embedder).map_err(|e| e.to_string())?;
         Ok(MemoryPlane {

@@ -112,7 +112,7 @@ pub fn reclaim_once(store: &Store, plane: &MemoryPlane, now_ms: u64) -> Result<R
             collection,
             format!("{count} records not updated within the collection's retention of {} deleted", hours(*retention)),
         );
-        let mutation = Mutation::Records { collections: plane.collections.clone(), writes };
+        let mutation = Mutation::Records { collections: plane.collections.clone(), writes, writer: None };
         match store.commit_blocking(Batch { mutations: vec![mutation], audit: vec![entry] }) {
             Ok(_) => {
                 report.records.insert(collection.clone(), count);

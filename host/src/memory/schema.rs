@@ -8,7 +8,7 @@ use super::audit::{self, AuditEntry};
 use super::{StoreError, kv};
 
 /// The schema this keel writes.
-pub const CURRENT: u64 = 3;
+pub const CURRENT: u64 = 4;
 
 /// Runs every step from `from` up to [`CURRENT`].
 pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
@@ -18,6 +18,7 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
     if from < 3 {
         v2_to_v3(txn)?;
     }
+    // v4 (owners on records and notes) rewrites nothing: see the note below.
     Ok(())
 }
 
@@ -65,3 +66,11 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
 fn v2_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     kv::track_existing_entries(txn).map(drop)
 }
+
+// v4 stores each record's owner in a new record layout (format byte 2)
+// and each note's owner in its row. Nothing is rewritten: records of
+// format 1 and notes without an owner still read, as unowned data that
+// every plugin granted the collection or namespace may read. The version
+// is bumped so that an older keel, which cannot read format 2, refuses the
+// file with its "newer than this keel" message instead of calling records
+// corrupt.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::audit::AuditEntry;
 use super::committer::{Batch, CustomMutation, Mutation};
 use super::plane::MemoryPlane;
-use super::records::RecordWrite;
+use super::records::{RecordWrite, RecordWriter};
 use super::semantic::{self, PreparedNote};
 
 /// A pending key/value change.
@@ -37,6 +37,8 @@ pub struct PendingRecord {
 pub struct WriteSet {
     kv: BTreeMap<(String, String), KvWrite>,
     records: Vec<RecordWrite>,
+    /// Who the record writes are for (one plugin per call).
+    record_writer: Option<RecordWriter>,
     record_state: BTreeMap<(String, String), PendingRecord>,
     notes: Vec<(String, PreparedNote)>,
     forgotten: Vec<(String, String)>,
@@ -99,8 +101,12 @@ impl WriteSet {
         self.record_state.get(&(collection.to_owned(), id.to_owned()))
     }
 
-    /// Queues a checked record write that leaves the record at `version`.
-    pub fn record_write(&mut self, write: RecordWrite, version: u64, entry: AuditEntry) {
+    /// Queues a checked record write for `writer` that leaves the record
+    /// at `version`; the commit checks ownership again.
+    pub fn record_write(&mut self, write: RecordWrite, writer: &RecordWriter, version: u64, entry: AuditEntry) {
+        if self.record_writer.is_none() {
+            self.record_writer = Some(writer.clone());
+        }
         let data = match &write {
             RecordWrite::Put { data, .. } => Some(data.clone()),
             RecordWrite::Delete { .. } => None,
@@ -156,7 +162,11 @@ impl WriteSet {
             })
             .collect();
         if !self.records.is_empty() {
-            mutations.push(Mutation::Records { collections: plane.collections.clone(), writes: self.records });
+            mutations.push(Mutation::Records {
+                collections: plane.collections.clone(),
+                writes: self.records,
+                writer: self.record_writer,
+            });
         }
         let mut by_namespace: BTreeMap<String, Vec<PreparedNote>> = BTreeMap::new();
         for (ns, note) in &self.notes {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod costs;
+pub mod embedder;
 pub mod offline;
 pub mod openai;
 pub mod provider;

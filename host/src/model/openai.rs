@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::provider::{ChatRequest, ChatResponse, EmbedResponse, ProviderError, Usage};
+use super::provider::{ChatRequest, ChatResponse, EmbedResponse, PieceSink, ProviderError, Usage};
 
 /// The longest wait between two attempts, whatever the server asks for.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
@@ -202,17 +202,33 @@ impl OpenAiProvider {
 
     /// One chat completion; usage is estimated where the server does not count.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.chat_streamed(request, None).await
+    }
+
+    /// [`chat`](Self::chat), streamed as server-sent events when `pieces`
+    /// is given (whatever the provider's `stream` setting), each piece
+    /// passed on as it arrives.
+    pub async fn chat_streamed(
+        &self,
+        request: &ChatRequest,
+        pieces: Option<&PieceSink>,
+    ) -> Result<ChatResponse, ProviderError> {
         let span =
             tracing::debug_span!("keel.model.openai", provider = %self.name, model = %request.model, op = "chat");
         async {
-            let body = chat_body(request, self.stream);
+            let stream = self.stream || pieces.is_some();
+            let body = chat_body(request, stream);
             let response = self.post("/chat/completions", &request.model, &body).await?;
             // A server that ignores `stream: true` answers with plain JSON.
-            let (text, counted) = if self.stream && is_event_stream(&response) {
-                self.read_stream(response).await?
+            let (text, counted) = if stream && is_event_stream(&response) {
+                self.read_stream(response, pieces).await?
             } else {
                 let body = self.read_body(response).await?;
-                parse_chat(&body).map_err(|detail| self.invalid(&detail))?
+                let (text, counted) = parse_chat(&body).map_err(|detail| self.invalid(&detail))?;
+                if let Some(pieces) = pieces {
+                    pieces.send(&text);
+                }
+                (text, counted)
             };
             let usage = Usage {
                 input_tokens: counted.input.unwrap_or_else(|| {
@@ -340,7 +356,11 @@ impl OpenAiProvider {
     }
 
     /// Assembles a streamed chat answer, up to `data: [DONE]`.
-    async fn read_stream(&self, mut response: reqwest::Response) -> Result<(String, Counted), ProviderError> {
+    async fn read_stream(
+        &self,
+        mut response: reqwest::Response,
+        pieces: Option<&PieceSink>,
+    ) -> Result<(String, Counted), ProviderError> {
         let mut decoder = SseDecoder::default();
         let mut answer = StreamAnswer::default();
         let mut read = 0;
@@ -358,7 +378,12 @@ impl OpenAiProvider {
                 None => decoder.finish(),
             };
             for data in events {
-                if answer.feed(&data).map_err(|detail| self.invalid(&detail))? {
+                let before = answer.text.len();
+                let done = answer.feed(&data).map_err(|detail| self.invalid(&detail))?;
+                if let Some(pieces) = pieces {
+                    pieces.send(&answer.text[before..]);
+                }
+                if done {
                     return answer.finish().map_err(|detail| self.invalid(&detail));
                 }
             }

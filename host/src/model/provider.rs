@@ -2,9 +2,11 @@
 //! types: the service ([`super::ModelService`]) maps guest requests onto
 //! these, routes them to a provider, and meters the answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,6 +35,32 @@ pub struct ChatRequest {
     pub temperature_milli: u32,
     /// The JSON Schema the answer must match, if any.
     pub json_schema: Option<serde_json::Value>,
+}
+
+/// Where the pieces of a streamed answer go as the model writes them.
+#[derive(Debug)]
+pub struct PieceSink {
+    tx: mpsc::UnboundedSender<String>,
+    sent: AtomicBool,
+}
+
+impl PieceSink {
+    pub fn new(tx: mpsc::UnboundedSender<String>) -> PieceSink {
+        PieceSink { tx, sent: AtomicBool::new(false) }
+    }
+
+    /// Passes on a non-empty piece; a reader that went away is ignored.
+    pub fn send(&self, piece: &str) {
+        if !piece.is_empty() {
+            self.sent.store(true, Ordering::SeqCst);
+            let _ = self.tx.send(piece.to_owned());
+        }
+    }
+
+    /// Whether any piece went out: after that, another model cannot take over.
+    pub fn sent_any(&self) -> bool {
+        self.sent.load(Ordering::SeqCst)
+    }
 }
 
 /// Tokens a call used, as the provider counted them (or estimated, for

@@ -4,6 +4,7 @@
 //! the answer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch::EmbedBatcher;
@@ -13,12 +14,13 @@ use super::config::{ModelConfig, ModelRef};
 use super::costs::{self, Budget, CostMeter, Totals, micros_text};
 use super::offline::OfflineProvider;
 use super::openai::OpenAiProvider;
-use super::provider::{ChatRequest, ChatResponse, EmbedResponse, Message, ProviderError, Usage};
+use super::provider::{ChatRequest, ChatResponse, EmbedResponse, Message, PieceSink, ProviderError, Usage};
 use crate::bindings::GuestError;
 use crate::kernel::ledger::utc_day;
 use crate::kernel::secrets::{self, SecretSource};
 use crate::memory::audit::AuditEntry;
 use crate::memory::committer::Batch;
+use crate::memory::semantic::{Embedder, HashedEmbedder, Lane};
 use crate::memory::{Store, now_ms};
 
 /// Largest request (all messages) one completion may send.
@@ -83,6 +85,19 @@ pub struct ModelService {
     meter: CostMeter,
     cache: RecentAnswers,
     batcher: EmbedBatcher,
+    /// What `offline` means in the `embed` tier: the workspace's own
+    /// in-process embedder (the local model when one is configured).
+    offline_embedder: OfflineEmbedder,
+}
+
+/// The offline `embed` model, run in process.
+#[derive(Clone)]
+struct OfflineEmbedder(Arc<dyn Embedder>);
+
+impl std::fmt::Debug for OfflineEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.id())
+    }
 }
 
 impl ModelService {
@@ -112,7 +127,17 @@ impl ModelService {
             meter: CostMeter::default(),
             cache: RecentAnswers::default(),
             batcher: EmbedBatcher::default(),
+            offline_embedder: OfflineEmbedder(Arc::new(HashedEmbedder)),
         }
+    }
+
+    /// Serves `offline` in the `embed` tier with `embedder` (the memory
+    /// plane's local model) instead of the hashed embedder, so a plugin's
+    /// `embed` and the semantic store agree on meaning. Its calls are
+    /// named `offline/ID` in costs and the audit log.
+    pub fn with_offline_embedder(mut self, embedder: Arc<dyn Embedder>) -> ModelService {
+        self.offline_embedder = OfflineEmbedder(embedder);
+        self
     }
 
     /// Only the offline provider, nothing configured.
@@ -144,18 +169,30 @@ impl ModelService {
         &self.currency
     }
 
-    async fn chat(&self, model: &ModelRef, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+    async fn chat(
+        &self,
+        model: &ModelRef,
+        request: &ChatRequest,
+        pieces: Option<&PieceSink>,
+    ) -> Result<ChatResponse, ProviderError> {
         if model.is_offline() {
-            return OfflineProvider.chat(request);
+            let answer = OfflineProvider.chat(request);
+            if let (Ok(answer), Some(pieces)) = (&answer, pieces) {
+                pieces.send(&answer.text);
+            }
+            return answer;
         }
         match self.providers.get(&model.provider) {
-            Some(Ok(provider)) => provider.chat(request).await,
+            Some(Ok(provider)) => provider.chat_streamed(request, pieces).await,
             Some(Err(why)) => Err(ProviderError::Unsupported { provider: model.provider.clone(), detail: why.clone() }),
             None => Err(unknown_provider(model)),
         }
     }
 
-    async fn embed_with(&self, model: &ModelRef, texts: &[String]) -> Result<EmbedResponse, ProviderError> {
+    async fn embed_with(&self, model: &ModelRef, texts: &[String], lane: Lane) -> Result<EmbedResponse, ProviderError> {
+        if model.is_offline() && model.model == self.offline_embedder.0.id() {
+            return self.embed_in_process(texts, lane).await;
+        }
         if model.is_offline() {
             return OfflineProvider.embed(&model.model, texts);
         }
@@ -164,6 +201,30 @@ impl ModelService {
             Some(Err(why)) => Err(ProviderError::Unsupported { provider: model.provider.clone(), detail: why.clone() }),
             None => Err(unknown_provider(model)),
         }
+    }
+
+    /// Runs the offline embedder on a blocking thread: a model in process
+    /// takes milliseconds of CPU per text, which must not stall the
+    /// runtime's workers.
+    async fn embed_in_process(&self, texts: &[String], lane: Lane) -> Result<EmbedResponse, ProviderError> {
+        let embedder = self.offline_embedder.0.clone();
+        let owned = texts.to_vec();
+        let input_tokens = texts.iter().map(|t| estimate_tokens(t)).sum::<u64>();
+        let embedded = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            embedder.try_embed(&refs, lane)
+        })
+        .await;
+        let failed = |detail: String| ProviderError::Unsupported { provider: OfflineProvider::NAME.into(), detail };
+        let vectors = embedded.map_err(|e| failed(format!("the local embedder stopped: {e}")))?.map_err(failed)?;
+        if vectors.len() != texts.len() {
+            return Err(failed(format!(
+                "the local embedder returned {} vectors for {} texts",
+                vectors.len(),
+                texts.len()
+            )));
+        }
+        Ok(EmbedResponse { vectors, input_tokens: u32::try_from(input_tokens).unwrap_or(u32::MAX) })
     }
 
     /// The budgets that apply to a call for `scope`.
@@ -237,7 +298,22 @@ impl ModelService {
         tier: &str,
         request: ChatRequest,
     ) -> Metered<Completed> {
-        self.complete_routed(store, scope, tier, None, request).await
+        self.complete_routed(store, scope, tier, None, request, None).await
+    }
+
+    /// [`ModelService::complete`], passing the answer's text to `pieces` as
+    /// the model writes it. The next model of the tier takes over only if
+    /// no piece went out; a cache hit or an offline answer is one piece; a
+    /// streamed answer is never escalated to `large`.
+    pub async fn complete_streamed(
+        &self,
+        store: &Store,
+        scope: CallScope<'_>,
+        tier: &str,
+        request: ChatRequest,
+        pieces: &PieceSink,
+    ) -> Metered<Completed> {
+        self.complete_routed(store, scope, tier, None, request, Some(pieces)).await
     }
 
     /// Like [`ModelService::complete`], on `model` (`provider/model`, a
@@ -251,7 +327,7 @@ impl ModelService {
         model: &str,
         request: ChatRequest,
     ) -> Metered<Completed> {
-        self.complete_routed(store, scope, tier, Some(model), request).await
+        self.complete_routed(store, scope, tier, Some(model), request, None).await
     }
 
     async fn complete_routed(
@@ -261,6 +337,7 @@ impl ModelService {
         tier: &str,
         model: Option<&str>,
         request: ChatRequest,
+        pieces: Option<&PieceSink>,
     ) -> Metered<Completed> {
         let started = Instant::now();
         let invalid = |why: String| Metered { result: Err(GuestError::InvalidInput(why)), record: Batch::default() };
@@ -282,7 +359,12 @@ impl ModelService {
             .then(|| cache::key(scope.plugin, &chain, &request));
         if let Some(key) = &cache_key {
             match self.cache.get(store, key, now) {
-                Ok(Some(hit)) => return self.cache_hit(scope, tier, &chain, hit, &day, started),
+                Ok(Some(hit)) => {
+                    if let Some(pieces) = pieces {
+                        pieces.send(&hit.text);
+                    }
+                    return self.cache_hit(scope, tier, &chain, hit, &day, started);
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "model cache unreadable; asking the model"),
             }
@@ -300,7 +382,7 @@ impl ModelService {
         let mut answer = None;
         for model in &chain {
             let call = ChatRequest { model: model.model.clone(), ..request.clone() };
-            match self.chat(model, &call).await {
+            match self.chat(model, &call, pieces).await {
                 Ok(response) => {
                     attempts.push((model.clone(), self.totals(model, response.usage)));
                     match checked_output(&response.text, schema.as_ref()) {
@@ -313,9 +395,14 @@ impl ModelService {
                 }
                 Err(e) => failures.push(format!("{model}: {e}")),
             }
+            if pieces.is_some_and(PieceSink::sent_any) {
+                // The reader has this model's pieces: another cannot take over.
+                break;
+            }
         }
         let mut escalated = None;
         if let Some((model, _, Some(json))) = &answer
+            && pieces.is_none()
             && tier == "small"
             && let Some(below) = self.config.escalate.map(|e| e.below)
             && let Some(confidence) = low_confidence(json, below)
@@ -324,7 +411,7 @@ impl ModelService {
             let large = self.config.chain("large").unwrap_or_default();
             for model in &large {
                 let call = ChatRequest { model: model.model.clone(), ..request.clone() };
-                let Ok(better) = self.chat(model, &call).await else { continue };
+                let Ok(better) = self.chat(model, &call, None).await else { continue };
                 attempts.push((model.clone(), self.totals(model, better.usage)));
                 if let Ok(json) = checked_output(&better.text, schema.as_ref()) {
                     answer = Some((model.clone(), better, json));
@@ -426,6 +513,46 @@ impl ModelService {
         texts: Vec<String>,
         urgency: Urgency,
     ) -> Metered<Vec<Vec<f32>>> {
+        let chain = match self.config.chain("embed") {
+            Ok(chain) => chain.into_iter().map(|model| self.resolve_offline_embed(model)).collect(),
+            Err(why) => return Metered { result: Err(GuestError::InvalidInput(why)), record: Batch::default() },
+        };
+        self.embed_on(store, scope, chain, texts, urgency).await
+    }
+
+    /// Embeds `texts` with `model` alone, never a fallback: vectors of one
+    /// store must all come from one model (the memory plane's
+    /// `kind = "model"` embedder).
+    pub async fn embed_with_model(
+        &self,
+        store: &Store,
+        scope: CallScope<'_>,
+        model: &ModelRef,
+        texts: Vec<String>,
+        urgency: Urgency,
+    ) -> Metered<Vec<Vec<f32>>> {
+        let model = self.resolve_offline_embed(model.clone());
+        self.embed_on(store, scope, vec![model], texts, urgency).await
+    }
+
+    /// `offline` in the `embed` tier names the workspace's in-process
+    /// embedder.
+    fn resolve_offline_embed(&self, model: ModelRef) -> ModelRef {
+        if model.is_offline() && model.model == OfflineProvider::EMBED_MODEL {
+            ModelRef { provider: model.provider, model: self.offline_embedder.0.id().to_owned() }
+        } else {
+            model
+        }
+    }
+
+    async fn embed_on(
+        &self,
+        store: &Store,
+        scope: CallScope<'_>,
+        chain: Vec<ModelRef>,
+        texts: Vec<String>,
+        urgency: Urgency,
+    ) -> Metered<Vec<Vec<f32>>> {
         let invalid = |why: String| Metered { result: Err(GuestError::InvalidInput(why)), record: Batch::default() };
         if texts.len() > MAX_EMBED_TEXTS {
             return invalid(format!("{} texts in one call; at most {MAX_EMBED_TEXTS}: split them", texts.len()));
@@ -437,10 +564,6 @@ impl ModelService {
         if texts.is_empty() {
             return Metered { result: Ok(Vec::new()), record: Batch::default() };
         }
-        let chain = match self.config.chain("embed") {
-            Ok(chain) => chain,
-            Err(why) => return invalid(why),
-        };
         let day = utc_day(now_ms());
         let tokens: u64 = texts.iter().map(|t| estimate_tokens(t)).sum();
         let target = chain_label("embed", &chain);
@@ -456,10 +579,11 @@ impl ModelService {
             let sent = if urgency == Urgency::Background && !model.is_offline() {
                 let batch = self.config.batch;
                 let window = Duration::from_millis(batch.window_ms);
-                let send = |texts: Vec<String>| async move { self.embed_with(model, &texts).await };
+                let send = |texts: Vec<String>| async move { self.embed_with(model, &texts, Lane::Background).await };
                 self.batcher.embed(model, texts.clone(), window, batch.max_texts, send).await
             } else {
-                self.embed_with(model, &texts).await
+                let lane = if urgency == Urgency::Background { Lane::Background } else { Lane::Foreground };
+                self.embed_with(model, &texts, lane).await
             };
             match sent {
                 Ok(response) => {

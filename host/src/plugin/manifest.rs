@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::grants::CapabilitySet;
+use crate::kernel::grants::{Access, CapabilitySet};
 
 /// Which world of `keel:plugin@0.1.0` a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,22 @@ impl PluginManifest {
             if m.namespace.is_empty() || m.namespace.len() > 128 {
                 return Err(format!("`capabilities.memory[{i}].namespace` must be 1 to 128 characters"));
             }
+            for (key, owners) in [("read_from", &m.read_from), ("write_from", &m.write_from)] {
+                for owner in owners {
+                    validate_name(owner).map_err(|e| format!("`capabilities.memory[{i}].{key}`: {e}"))?;
+                    if *owner == self.name {
+                        return Err(format!(
+                            "`capabilities.memory[{i}].{key}` names the plugin itself: its own data needs no grant"
+                        ));
+                    }
+                }
+            }
+            if !m.write_from.is_empty() && m.access != Access::ReadWrite {
+                return Err(format!(
+                    "`capabilities.memory[{i}].write_from` needs access = \"read-write\" on `{}`",
+                    m.namespace
+                ));
+            }
         }
         for (key, list) in [("model", &caps.model), ("actions", &caps.actions), ("secrets", &caps.secrets)] {
             if let Some(i) = list.iter().position(|s| s.trim().is_empty()) {
@@ -107,6 +123,19 @@ mod tests {
         let text = "name='a'\nversion='1'\nworld='agent'\n[capabilities]\noutbound=['smtp.test:25']";
         let err = PluginManifest::parse(text, "m").unwrap_err();
         assert!(err.contains("outbound"), "{err}");
+    }
+
+    #[test]
+    fn owner_grants_name_valid_other_plugins() {
+        let base = "name='p'\nversion='1'\nworld='agent'\n[capabilities]\nmemory=[";
+        let parse = |grant: &str| PluginManifest::parse(&format!("{base}{grant}]"), "m");
+        parse("{namespace='leads', access='read', read_from=['extractor']}").unwrap();
+        let err = parse("{namespace='leads', access='read', write_from=['extractor']}").unwrap_err();
+        assert!(err.contains("write_from") && err.contains("read-write"), "{err}");
+        let err = parse("{namespace='leads', access='read', read_from=['Extractor']}").unwrap_err();
+        assert!(err.contains("read_from"), "{err}");
+        let err = parse("{namespace='leads', access='read', read_from=['p']}").unwrap_err();
+        assert!(err.contains("itself"), "{err}");
     }
 
     #[test]

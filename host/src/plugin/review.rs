@@ -7,7 +7,7 @@
 //! access, a secret, a host). Anything in [`CapabilityDiff::added`] is not
 //! granted until the operator accepts it; see `keel upgrade`.
 
-use crate::kernel::grants::{Access, CapabilitySet, NamespaceAccess};
+use crate::kernel::grants::{Access, CapabilitySet, NamespaceAccess, others_data};
 use crate::kernel::policy::PolicyConfig;
 use crate::model::config::ModelBudgetConfig;
 
@@ -77,7 +77,7 @@ fn memory_line(m: &NamespaceAccess, limits: &Limits) -> String {
         Access::Read => "read",
         Access::ReadWrite => "read and write",
     };
-    format!("memory: {access} namespace `{}`{}", m.namespace, limits.memory_note(&m.namespace))
+    format!("memory: {access} namespace `{}`{}{}", m.namespace, others_data(m), limits.memory_note(&m.namespace))
 }
 
 /// One line per capability in `caps`, annotated with the workspace limits.
@@ -102,9 +102,28 @@ fn minus<T: PartialEq + Clone>(a: &[T], b: &[T]) -> Vec<T> {
     a.iter().filter(|x| !b.contains(x)).cloned().collect()
 }
 
+/// The memory grants of `a` that `b` does not hold: per namespace, access
+/// `b` lacks, and other plugins' data `b` cannot reach. Read where `b`
+/// may read and write is not missing.
+fn memory_minus(a: &CapabilitySet, b: &CapabilitySet) -> Vec<NamespaceAccess> {
+    let mut out = Vec::new();
+    for m in &a.memory {
+        let ns = m.namespace.as_str();
+        let access_missing = !b.can_read(ns) || (m.access == Access::ReadWrite && !b.can_write(ns));
+        let read_from: Vec<String> = m.read_from.iter().filter(|o| !b.reads_data_of(ns, o)).cloned().collect();
+        let write_from: Vec<String> = m.write_from.iter().filter(|o| !b.writes_data_of(ns, o)).cloned().collect();
+        if !access_missing && read_from.is_empty() && write_from.is_empty() {
+            continue;
+        }
+        let access = if access_missing || !write_from.is_empty() { m.access } else { Access::Read };
+        out.push(NamespaceAccess { namespace: m.namespace.clone(), access, read_from, write_from });
+    }
+    out
+}
+
 fn set_minus(a: &CapabilitySet, b: &CapabilitySet) -> CapabilitySet {
     CapabilitySet {
-        memory: minus(&a.memory, &b.memory),
+        memory: memory_minus(a, b),
         model: minus(&a.model, &b.model),
         actions: minus(&a.actions, &b.actions),
         secrets: minus(&a.secrets, &b.secrets),
@@ -115,13 +134,11 @@ fn set_minus(a: &CapabilitySet, b: &CapabilitySet) -> CapabilitySet {
 impl CapabilityDiff {
     /// `requested` (the new version's manifest) against `granted` (the
     /// installed version's grants). Read access where read and write was
-    /// granted counts as removed and added; write where read was granted,
-    /// as new.
+    /// granted counts as removed; write where read was granted, as new;
+    /// another plugin's data newly named in `read_from` or `write_from`, as
+    /// new.
     pub fn between(granted: &CapabilitySet, requested: &CapabilitySet) -> CapabilityDiff {
-        let mut added = set_minus(requested, granted);
-        // Read where read and write was granted asks for nothing new.
-        added.memory.retain(|m| !(m.access == Access::Read && granted.can_read(&m.namespace)));
-        CapabilityDiff { added, removed: set_minus(granted, requested) }
+        CapabilityDiff { added: set_minus(requested, granted), removed: set_minus(granted, requested) }
     }
 
     /// True if applying the new version grants nothing not granted before.
@@ -149,7 +166,7 @@ mod tests {
     fn caps(actions: &[&str], memory: &[(&str, Access)]) -> CapabilitySet {
         CapabilitySet {
             actions: actions.iter().map(|s| s.to_string()).collect(),
-            memory: memory.iter().map(|(n, a)| NamespaceAccess { namespace: n.to_string(), access: *a }).collect(),
+            memory: memory.iter().map(|(n, a)| NamespaceAccess::new(*n, *a)).collect(),
             ..CapabilitySet::default()
         }
     }
@@ -180,5 +197,25 @@ mod tests {
         assert!(CapabilityDiff::between(&old, &new).asks_nothing_new());
         let wider = caps(&["a"], &[("crm", Access::ReadWrite)]);
         assert!(!CapabilityDiff::between(&new, &wider).asks_nothing_new());
+    }
+
+    #[test]
+    fn reading_another_plugins_data_is_a_new_capability() {
+        let limits = Limits {
+            plugin: "planner".into(),
+            policy: PolicyConfig::default(),
+            model_budget: ModelBudgetConfig::default(),
+            others: Vec::new(),
+        };
+        let old = caps(&[], &[("leads", Access::Read)]);
+        let mut new = old.clone();
+        new.memory[0].read_from = vec!["extractor".into()];
+        let diff = CapabilityDiff::between(&old, &new);
+        assert!(!diff.asks_nothing_new());
+        assert_eq!(diff.one_line(&limits), "new: memory: read namespace `leads`, reading the data of `extractor`");
+        let back = CapabilityDiff::between(&new, &old);
+        assert!(back.asks_nothing_new());
+        assert_eq!(back.one_line(&limits), "removed: memory: read namespace `leads`, reading the data of `extractor`");
+        assert!(CapabilityDiff::between(&new, &new).asks_nothing_new());
     }
 }

@@ -161,6 +161,14 @@ impl WorkspaceConfig {
         check_range("limits.output_kib", l.output_kib, 1, MAX_OUTPUT_KIB)?;
         check_range("workflows.max_concurrent_runs", self.workflows.max_concurrent_runs, 1, 10_000)?;
         self.memory.validate()?;
+        if let Some(provider) = self.memory.embedder.model_provider()
+            && !self.model.providers.contains_key(provider)
+        {
+            return Err(format!(
+                "`memory.embedder.model` names provider `{provider}`, which is not configured: add \
+                 [model.providers.{provider}] (docs/models.md) or pick another embedder (docs/memory.md)"
+            ));
+        }
         self.policy.validate()?;
         let secrets: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
         self.model.validate(&secrets)

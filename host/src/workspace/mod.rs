@@ -4,7 +4,7 @@
 pub mod config;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use config::WorkspaceConfig;
 
@@ -12,8 +12,11 @@ use crate::kernel::{CapabilitySet, Kernel, registry};
 use crate::memory::audit::AuditEntry;
 use crate::memory::plane::MemoryPlane;
 use crate::memory::plugins::{PluginRecord, Signer};
+use crate::memory::semantic::{EmbedderChoice, EmbedderConfig};
 use crate::memory::{Store, StoreError, now_ms};
 use crate::model::ModelService;
+use crate::model::config::ModelRef;
+use crate::model::embedder::ModelEmbedder;
 use crate::plugin::InstallError;
 use crate::runtime::{Candidate, Runtime};
 use crate::workflow::WorkflowError;
@@ -50,6 +53,10 @@ pub struct Workspace {
     root: PathBuf,
     config: WorkspaceConfig,
     store: Arc<Store>,
+    /// Built on first use and shared: the local model loads once, and the
+    /// model service and the memory plane agree on it.
+    embedder: OnceLock<EmbedderChoice>,
+    models: OnceLock<Arc<ModelService>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError + '_ {
@@ -80,7 +87,7 @@ impl Workspace {
         };
         let config = WorkspaceConfig::parse(&text, &config_path).map_err(WorkspaceError::Config)?;
         let store = Arc::new(Store::open(&dir.join(DATABASE_FILE))?);
-        Ok(Workspace { root: dir.into(), config, store })
+        Ok(Workspace { root: dir.into(), config, store, embedder: OnceLock::new(), models: OnceLock::new() })
     }
 
     pub fn root(&self) -> &Path {
@@ -98,19 +105,49 @@ impl Workspace {
     /// Collections and the semantic index, loaded from the database.
     pub fn memory_plane(&self) -> Result<MemoryPlane, WorkspaceError> {
         let config_path = self.root.join(CONFIG_FILE);
-        MemoryPlane::load(&self.store, &self.config.memory)
+        MemoryPlane::load_with_embedder(&self.store, &self.config.memory, self.embedder().clone())
             .map_err(|e| WorkspaceError::Config(format!("{}: [memory]: {e}", config_path.display())))
     }
 
     /// The kernel: policy, served action kinds, outbox and approvals.
     pub fn kernel(&self) -> Result<Kernel, WorkspaceError> {
         let c = &self.config;
-        let models = ModelService::new(c.model.clone(), &c.policy.currency, &c.secrets);
         let kernel = Kernel::load(self.store.clone(), c.policy.clone())?;
         Ok(kernel
             .with_connector_config(c.connectors.clone(), c.secrets.clone())
             .with_agent_settings(c.agents.clone())
-            .with_models(models))
+            .with_models(self.models().clone()))
+    }
+
+    /// The model service: providers, routing, prices, budgets, cache. With
+    /// a local model for memory, `offline` in the `embed` tier is that model.
+    pub fn models(&self) -> &Arc<ModelService> {
+        self.models.get_or_init(|| {
+            let c = &self.config;
+            let service = ModelService::new(c.model.clone(), &c.policy.currency, &c.secrets);
+            let service = match &c.memory.embedder {
+                EmbedderConfig::Local { .. } if self.embedder().fallback.is_none() => {
+                    service.with_offline_embedder(self.embedder().embedder.clone())
+                }
+                _ => service,
+            };
+            Arc::new(service)
+        })
+    }
+
+    /// What the semantic store embeds with (`[memory] embedder`).
+    pub fn embedder(&self) -> &EmbedderChoice {
+        self.embedder.get_or_init(|| match &self.config.memory.embedder {
+            EmbedderConfig::Model { model, dimensions } => {
+                let started = ModelRef::parse(model, "embed").and_then(|model_ref| {
+                    let embedder =
+                        ModelEmbedder::start(self.models().clone(), self.store.clone(), model_ref, *dimensions)?;
+                    Ok(Arc::new(embedder) as Arc<dyn crate::memory::semantic::Embedder>)
+                });
+                EmbedderChoice::model(model, started)
+            }
+            other => EmbedderChoice::open(other, &self.root),
+        })
     }
 
     /// A runtime for this workspace's plugins.
@@ -288,14 +325,16 @@ impl Workspace {
     }
 
     /// Removes plugin `name` and its kept versions, and in the same commit
-    /// deletes the key/value entries and records of the namespaces it
-    /// alone could write (granted read-write to it, granted to no other
-    /// installed plugin). Returns the record, the purged namespaces and
-    /// the number of entries and records deleted. Semantic notes are not
-    /// purged yet.
+    /// deletes the data it owns: every record and semantic note it created
+    /// (in any collection or namespace), and the key/value entries of the
+    /// namespaces it alone could write (granted read-write to it, granted
+    /// to no other installed plugin), since entries carry no owner.
+    /// Unowned records and notes (the operator's, or written before owners
+    /// were recorded) are kept. Returns what was deleted.
     pub fn remove_purging(&self, name: &str) -> Result<Option<Purged>, WorkspaceError> {
-        use crate::memory::committer::Mutation;
-        use crate::memory::records::{self, Query, RecordWrite};
+        use crate::memory::committer::{CustomMutation, Mutation};
+        use crate::memory::records::{self, Query, RecordWrite, Visible};
+        use crate::memory::semantic::storage;
         let Some(record) = self.store.plugin_get(name)? else {
             return Ok(None);
         };
@@ -314,40 +353,56 @@ impl Workspace {
                 .map_err(|e| WorkspaceError::Config(format!("[memory.collections]: {e}")))?,
         );
         let mut also = vec![registry::unregister(name)];
-        let (mut entries, mut deletes) = (0, Vec::new());
+        let mut entries = 0;
         for ns in &namespaces {
             for (key, _) in self.store.kv_scan(ns, "", usize::MAX)? {
                 also.push(Mutation::KvDelete { namespace: ns.clone(), key });
                 entries += 1;
             }
-            if records::validate_collection_name(ns).is_err() {
-                continue;
-            }
-            let mut query = Query { collection: ns.clone(), conditions: Vec::new(), limit: 1000, cursor: None };
+        }
+        let owner = [name.to_owned()];
+        let mut deletes = Vec::new();
+        let read = |collection: &str, e: records::RecordError| {
+            WorkspaceError::Config(format!("reading collection `{collection}` to purge it: {e}"))
+        };
+        for collection in records::stats(&self.store).map_err(|e| read("*", e))?.into_keys() {
+            let mut query = Query { collection: collection.clone(), conditions: Vec::new(), limit: 1000, cursor: None };
             loop {
-                let page = records::query(&self.store, &collections, &query)
-                    .map_err(|e| WorkspaceError::Config(format!("reading collection `{ns}` to purge it: {e}")))?;
-                deletes.extend(page.records.into_iter().map(|r| RecordWrite::Delete {
-                    collection: ns.clone(),
-                    id: r.id,
-                    expected_version: None,
-                }));
+                let page = records::query_visible(&self.store, &collections, &query, Visible::Owners(&owner))
+                    .map_err(|e| read(&collection, e))?;
+                deletes.extend(
+                    page.records.into_iter().filter(|r| r.owner.as_deref() == Some(name)).map(|r| {
+                        RecordWrite::Delete { collection: collection.clone(), id: r.id, expected_version: None }
+                    }),
+                );
                 match page.next_cursor {
                     Some(next) => query.cursor = Some(next),
                     None => break,
                 }
             }
         }
-        let records = deletes.len();
+        let mut forgotten = Vec::new();
+        for namespace in storage::note_counts(&self.store)?.into_keys() {
+            for id in storage::notes_owned_by(&self.store, &namespace, name)? {
+                forgotten.push((namespace.clone(), id));
+            }
+        }
+        let (records, notes) = (deletes.len(), forgotten.len());
         if !deletes.is_empty() {
-            also.push(Mutation::Records { collections, writes: deletes });
+            also.push(Mutation::Records { collections, writes: deletes, writer: None });
+        }
+        if !forgotten.is_empty() {
+            let apply = Arc::new(move |txn: &redb::WriteTransaction| {
+                forgotten.iter().try_for_each(|(ns, id)| storage::delete_note(txn, ns, id).map(drop))
+            });
+            also.push(Mutation::Custom(CustomMutation { label: "semantic.forget", apply }));
         }
         let entry = AuditEntry::allowed("operator", "plugin.remove", name).with_reason(format!(
-            "purged {entries} key/value entries and {records} records in namespaces [{}]",
+            "purged {records} records and {notes} notes it owned, and {entries} key/value entries in namespaces [{}]",
             namespaces.join(", ")
         ));
         let removed = self.store.plugin_remove(name, entry, also)?;
-        Ok(removed.map(|record| Purged { record, namespaces, entries, records }))
+        Ok(removed.map(|record| Purged { record, namespaces, entries, records, notes }))
     }
 }
 
@@ -355,9 +410,12 @@ impl Workspace {
 #[derive(Debug, Clone)]
 pub struct Purged {
     pub record: PluginRecord,
+    /// The namespaces whose key/value entries were deleted.
     pub namespaces: Vec<String>,
     pub entries: usize,
+    /// Records and semantic notes the plugin owned.
     pub records: usize,
+    pub notes: usize,
 }
 
 /// Where a plugin came from and who signed it.

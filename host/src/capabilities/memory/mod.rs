@@ -15,7 +15,6 @@ use crate::bindings::keel::plugin::memory::{
 };
 use crate::kernel::{Caller, Gate, Request};
 use crate::memory::StoreError;
-use crate::memory::audit::AuditEntry;
 use crate::memory::kv::{MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES, entry_bytes};
 use crate::memory::now_ms;
 use crate::memory::plane::MemoryPlane;
@@ -127,7 +126,7 @@ impl MemoryView<'_> {
             )));
         }
         let expires_at_ms = self.plane.rules.kv_expiry(namespace, now_ms(), expires_at_ms);
-        let entry = AuditEntry::allowed(&self.caller.plugin, "memory.put", format!("{namespace}/{key}"));
+        let entry = self.caller.allowed("memory.put", format!("{namespace}/{key}"));
         self.writes.put(namespace, key, value, expires_at_ms, entry);
         Ok(())
     }
@@ -174,7 +173,7 @@ impl memory::Host for MemoryView<'_> {
             self.gate.check(self.caller, Request::MemoryWrite { namespace: &namespace })?;
             check_key(&key)?;
             let existed = self.read(&namespace, &key)?.is_some();
-            let entry = AuditEntry::allowed(&self.caller.plugin, "memory.delete", format!("{namespace}/{key}"));
+            let entry = self.caller.allowed("memory.delete", format!("{namespace}/{key}"));
             self.writes.delete(&namespace, &key, entry);
             Ok(existed)
         })
@@ -226,6 +225,13 @@ impl memory::Host for MemoryView<'_> {
     fn remember(&mut self, namespace: String, note: Note) -> GuestResult<String> {
         let _span = tracing::debug_span!("keel.memory.remember", plugin = %self.caller.plugin, %namespace).entered();
         journal!(self, "memory.remember", (namespace, note), self.note_remember(&namespace, note))
+    }
+
+    fn remember_many(&mut self, namespace: String, notes: Vec<Note>) -> GuestResult<Vec<String>> {
+        let _span =
+            tracing::debug_span!("keel.memory.remember_many", plugin = %self.caller.plugin, %namespace, count = notes.len())
+                .entered();
+        journal!(self, "memory.remember-many", (namespace, notes), self.note_remember_many(&namespace, notes))
     }
 
     fn recall(&mut self, request: RecallRequest) -> GuestResult<Vec<Hit>> {

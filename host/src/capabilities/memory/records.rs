@@ -6,9 +6,8 @@ use super::{MemoryView, unavailable};
 use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::memory::{Comparison, RecordEntry, RecordPage, RecordQuery, WriteResult};
 use crate::kernel::Request;
-use crate::memory::audit::AuditEntry;
 use crate::memory::now_ms;
-use crate::memory::records::{self, Condition, Op, Query, RecordError, RecordWrite};
+use crate::memory::records::{self, Condition, Op, Query, RecordError, RecordWrite, RecordWriter, Visible};
 
 fn to_wit(entry: records::RecordEntry) -> RecordEntry {
     RecordEntry {
@@ -31,28 +30,51 @@ fn parse_json(what: &str, text: &str) -> Result<Value, GuestError> {
 }
 
 impl MemoryView<'_> {
+    /// The owners whose records of `collection` this caller may see
+    /// (unowned records aside).
+    fn readable_owners(&self, collection: &str) -> Vec<String> {
+        self.caller.grants.readable_owners(&self.caller.plugin, collection)
+    }
+
+    fn record_writer(&self) -> RecordWriter {
+        RecordWriter { plugin: self.caller.plugin.clone(), may_change: self.caller.grants.writable_others() }
+    }
+
     /// The record as this call sees it: its own pending write (stamped
-    /// now), else the committed one.
-    fn current_record(&self, collection: &str, id: &str) -> Result<Option<records::RecordEntry>, GuestError> {
+    /// now), else the committed one if its owner is `visible`.
+    fn current_record(
+        &self,
+        collection: &str,
+        id: &str,
+        visible: Visible<'_>,
+    ) -> Result<Option<records::RecordEntry>, GuestError> {
         if let Some(pending) = self.writes.record(collection, id) {
             return Ok(pending.data.clone().map(|data| records::RecordEntry {
                 id: id.to_owned(),
                 version: pending.version,
                 data,
                 updated_at_ms: now_ms(),
+                owner: None,
             }));
         }
-        records::get(self.gate.store(), collection, id).map_err(guest_error)
+        records::get_visible(self.gate.store(), collection, id, visible).map_err(guest_error)
     }
 
-    /// The record's current version, or the conflict to report.
+    /// The record's current version, or the conflict to report. A record
+    /// another plugin owns is refused (and the refusal audited) unless the
+    /// caller's grant names its owner in `write_from`.
     fn check_expected(
         &self,
         collection: &str,
         id: &str,
         expected: Option<u64>,
     ) -> Result<Result<u64, WriteResult>, GuestError> {
-        let current = self.current_record(collection, id)?.map_or(0, |e| e.version);
+        let current = self.current_record(collection, id, Visible::All)?;
+        if let Some(owner) = current.as_ref().and_then(|r| r.owner.as_deref()) {
+            let item = format!("{collection}/{id}");
+            self.gate.check(self.caller, Request::ChangeOwned { namespace: collection, item: &item, owner })?;
+        }
+        let current = current.map_or(0, |e| e.version);
         Ok(match expected {
             Some(e) if e != current => Err(WriteResult::Conflict(current)),
             _ => Ok(current),
@@ -61,7 +83,8 @@ impl MemoryView<'_> {
 
     pub(super) fn record_get(&self, collection: &str, id: &str) -> Result<Option<RecordEntry>, GuestError> {
         self.gate.check(self.caller, Request::MemoryRead { namespace: collection })?;
-        Ok(self.current_record(collection, id)?.map(to_wit))
+        let owners = self.readable_owners(collection);
+        Ok(self.current_record(collection, id, Visible::Owners(&owners))?.map(to_wit))
     }
 
     pub(super) fn record_put(
@@ -79,9 +102,9 @@ impl MemoryView<'_> {
             Ok(current) => current,
             Err(conflict) => return Ok(conflict),
         };
-        let entry =
-            AuditEntry::allowed(&self.caller.plugin, "records.put", format!("{}/{}", write.collection(), write.id()));
-        self.writes.record_write(write, current + 1, entry);
+        let entry = self.caller.allowed("records.put", format!("{}/{}", write.collection(), write.id()));
+        let writer = self.record_writer();
+        self.writes.record_write(write, &writer, current + 1, entry);
         Ok(WriteResult::Written(current + 1))
     }
 
@@ -98,12 +121,9 @@ impl MemoryView<'_> {
             Ok(current) => current,
             Err(conflict) => return Ok(conflict),
         };
-        let entry = AuditEntry::allowed(
-            &self.caller.plugin,
-            "records.delete",
-            format!("{}/{}", write.collection(), write.id()),
-        );
-        self.writes.record_write(write, 0, entry);
+        let entry = self.caller.allowed("records.delete", format!("{}/{}", write.collection(), write.id()));
+        let writer = self.record_writer();
+        self.writes.record_write(write, &writer, 0, entry);
         Ok(WriteResult::Written(current))
     }
 
@@ -129,7 +149,9 @@ impl MemoryView<'_> {
             .collect::<Result<Vec<_>, GuestError>>()?;
         let limit = if query.limit == 0 { records::DEFAULT_QUERY_LIMIT } else { query.limit };
         let q = Query { collection: query.collection, conditions, limit, cursor: query.cursor };
-        let page = records::query(self.gate.store(), &self.plane.collections, &q).map_err(guest_error)?;
+        let owners = self.readable_owners(&q.collection);
+        let page = records::query_visible(self.gate.store(), &self.plane.collections, &q, Visible::Owners(&owners))
+            .map_err(guest_error)?;
         Ok(RecordPage { records: page.records.into_iter().map(to_wit).collect(), next_cursor: page.next_cursor })
     }
 }

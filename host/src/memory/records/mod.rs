@@ -10,8 +10,15 @@
 //! one caller without touching the others. Reads ([`get`], [`query`]) use a
 //! read transaction of their own and never see a half-applied batch.
 //!
+//! Every record has an owner: the plugin whose call created it (see
+//! [`RecordWriter`]), or none for records the operator or the host wrote
+//! and for records written before keel recorded owners. Updates keep the
+//! owner. Reads for a plugin pass [`Visible::Owners`] to see only what its
+//! grants let it see.
+//!
 //! Tables in `keel.redb`:
-//! * `records`: (collection, id) -> format byte, version, update time, JSON.
+//! * `records`: (collection, id) -> format byte, version, update time,
+//!   owner, JSON.
 //! * `record_index`: (collection, field, index key, id) -> (), one entry per
 //!   record and declared index whose field holds a number or a string (see
 //!   `key.rs` for the ordering).
@@ -35,10 +42,10 @@ use serde_json::Value;
 
 use super::StoreError;
 
-pub use query::{CollectionStats, get, query, stats, written_before};
+pub use query::{CollectionStats, get, get_visible, query, query_visible, stats, written_before};
 pub use spec::{CollectionSpec, Collections};
 pub(crate) use write::create_tables;
-pub use write::{apply, build_indexes, check, validate_write, write};
+pub use write::{apply, build_indexes, check, validate_write, write, write_as};
 
 /// Longest collection name, in bytes. Names use ASCII letters, digits, `_`
 /// and `-`, so they are safe in paths, logs and config keys.
@@ -104,6 +111,46 @@ impl RecordWrite {
     }
 }
 
+/// The plugin a batch of record writes is made for. Records it creates
+/// are its own; a record another plugin owns may be overwritten or deleted
+/// only if `may_change` names (collection, owner). The operator and the
+/// host write without one: they may change any record, and what they
+/// create is unowned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordWriter {
+    pub plugin: String,
+    pub may_change: Vec<(String, String)>,
+}
+
+impl RecordWriter {
+    /// Whether this writer may change a record of `collection` owned by
+    /// `owner`.
+    pub fn may_change(&self, collection: &str, owner: Option<&str>) -> bool {
+        match owner {
+            None => true,
+            Some(owner) => owner == self.plugin || self.may_change.iter().any(|(c, o)| c == collection && o == owner),
+        }
+    }
+}
+
+/// Whose records a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visible<'a> {
+    /// Every record (the operator, the host).
+    All,
+    /// Unowned records and those owned by one of these plugins.
+    Owners(&'a [String]),
+}
+
+impl Visible<'_> {
+    pub fn shows(&self, owner: Option<&str>) -> bool {
+        match (self, owner) {
+            (Visible::All, _) | (_, None) => true,
+            (Visible::Owners(owners), Some(owner)) => owners.iter().any(|o| o == owner),
+        }
+    }
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +161,10 @@ pub struct RecordEntry {
     pub data: Value,
     /// Unix time in milliseconds of the commit that wrote this version.
     pub updated_at_ms: u64,
+    /// The plugin that created the record; absent: unowned (see the
+    /// module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// How a condition compares a field with its value.
@@ -204,6 +255,12 @@ pub enum RecordError {
     InvalidQuery { collection: String, reason: String },
     #[error("the query cursor was not returned by this query: run the query again without a cursor")]
     InvalidCursor,
+    /// A plugin wrote a record another plugin owns without a grant for it.
+    #[error(
+        "record `{collection}/{id}` belongs to plugin `{owner}`: plugin `{plugin}` may change it only with \
+         `write_from = [\"{owner}\"]` on its grant of `{collection}`, accepted by the operator"
+    )]
+    NotOwner { collection: String, id: String, owner: String, plugin: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -10,7 +10,7 @@ use super::key::{Cursor, compare, index_key};
 use super::spec::{Collections, FieldPath};
 use super::write::{INDEX, INDEX_READY, INDEX_STATE, RECORDS, decode_stored, parse_json};
 use super::{
-    MAX_QUERY_CONDITIONS, MAX_QUERY_EXAMINED, MAX_QUERY_LIMIT, Op, Page, Query, RecordEntry, RecordError,
+    MAX_QUERY_CONDITIONS, MAX_QUERY_EXAMINED, MAX_QUERY_LIMIT, Op, Page, Query, RecordEntry, RecordError, Visible,
     validate_collection_name, validate_id,
 };
 use crate::memory::{Store, StoreError};
@@ -27,25 +27,41 @@ fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-fn entry(collection: &str, id: &str, bytes: &[u8]) -> Result<RecordEntry, StoreError> {
+/// The stored record, if `visible` shows its owner (its JSON is parsed
+/// only then).
+fn entry(collection: &str, id: &str, bytes: &[u8], visible: Visible<'_>) -> Result<Option<RecordEntry>, StoreError> {
     let stored = decode_stored(collection, id, bytes)?;
-    Ok(RecordEntry {
+    if !visible.shows(stored.owner) {
+        return Ok(None);
+    }
+    Ok(Some(RecordEntry {
         id: id.to_owned(),
         version: stored.version,
         data: parse_json(collection, id, stored.json)?,
         updated_at_ms: stored.updated_at_ms,
-    })
+        owner: stored.owner.map(str::to_owned),
+    }))
 }
 
 /// The record `id` of `collection`, if it exists.
 pub fn get(store: &Store, collection: &str, id: &str) -> Result<Option<RecordEntry>, RecordError> {
+    get_visible(store, collection, id, Visible::All)
+}
+
+/// The record `id` of `collection`, if it exists and `visible` shows it.
+pub fn get_visible(
+    store: &Store,
+    collection: &str,
+    id: &str,
+    visible: Visible<'_>,
+) -> Result<Option<RecordEntry>, RecordError> {
     validate_collection_name(collection)?;
     validate_id(id)?;
     let txn = store.db().begin_read()?;
     let Some(records) = open(&txn, RECORDS)? else { return Ok(None) };
     match records.get((collection, id))? {
         None => Ok(None),
-        Some(v) => Ok(Some(entry(collection, id, v.value())?)),
+        Some(v) => Ok(entry(collection, id, v.value(), visible)?),
     }
 }
 
@@ -137,6 +153,12 @@ fn filters(q: &Query) -> Result<Vec<Filter>, RecordError> {
 /// Otherwise the collection is scanned in id order. Either way at most
 /// [`MAX_QUERY_EXAMINED`] entries are examined per call.
 pub fn query(store: &Store, reg: &Collections, q: &Query) -> Result<Page, RecordError> {
+    query_visible(store, reg, q, Visible::All)
+}
+
+/// [`query`] over the records `visible` shows; the others count as
+/// examined but never match.
+pub fn query_visible(store: &Store, reg: &Collections, q: &Query, visible: Visible<'_>) -> Result<Page, RecordError> {
     let filters = filters(q)?;
     let cursor = q.cursor.as_deref().map(Cursor::decode).transpose()?;
     let txn = store.db().begin_read()?;
@@ -186,8 +208,8 @@ pub fn query(store: &Store, reg: &Collections, q: &Query) -> Result<Page, Record
                     tracing::warn!(collection = c, field, id, "index entry without its record, skipped");
                     continue;
                 };
-                let record = entry(c, id, bytes.value())?;
-                if filters.iter().all(|f| f.matches(&record.data)) {
+                let record = entry(c, id, bytes.value(), visible)?;
+                if let Some(record) = record.filter(|r| filters.iter().all(|f| f.matches(&r.data))) {
                     page.records.push(record);
                 }
             }
@@ -209,8 +231,8 @@ pub fn query(store: &Store, reg: &Collections, q: &Query) -> Result<Page, Record
                     break;
                 }
                 examined += 1;
-                let record = entry(c, id, v.value())?;
-                if filters.iter().all(|f| f.matches(&record.data)) {
+                let record = entry(c, id, v.value(), visible)?;
+                if let Some(record) = record.filter(|r| filters.iter().all(|f| f.matches(&r.data))) {
                     page.records.push(record);
                 }
             }

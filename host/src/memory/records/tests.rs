@@ -113,9 +113,9 @@ fn a_batch_is_checked_in_order_and_refused_whole() {
 
     let txn = store.db().begin_write().unwrap();
     let bad = [put("notes", "c", json!({}), Some(0)), put("notes", "c", json!({}), Some(0))];
-    let err = check(&txn, &reg, &bad).unwrap_err();
+    let err = check(&txn, &reg, &bad, None).unwrap_err();
     assert!(matches!(err, RecordError::Conflict { expected: 0, actual: 1, .. }), "{err:?}");
-    check(&txn, &reg, &bad[..1]).unwrap();
+    check(&txn, &reg, &bad[..1], None).unwrap();
     drop(txn);
     assert_eq!(get(&store, "notes", "c").unwrap(), None, "check changes nothing");
 
@@ -367,4 +367,71 @@ fn single_writes_can_be_validated_without_the_database() {
     let err = validate_write(&reg, &put("customers", "c1", json!({"age": 3}), None)).unwrap_err();
     assert!(matches!(err, RecordError::Schema { .. }), "{err:?}");
     assert!(matches!(validate_write(&reg, &delete("customers", "", None)), Err(RecordError::InvalidName { .. })));
+}
+
+fn writer(plugin: &str, may_change: &[(&str, &str)]) -> RecordWriter {
+    let may_change = may_change.iter().map(|(c, o)| ((*c).to_owned(), (*o).to_owned())).collect();
+    RecordWriter { plugin: plugin.to_owned(), may_change }
+}
+
+#[test]
+fn records_keep_their_creator_and_refuse_other_writers() {
+    let (_dir, store) = open();
+    let reg = Collections::default();
+    let (a, b) = (writer("a", &[]), writer("b", &[]));
+    write_as(&store, &reg, &[put("leads", "x", json!({"n": 1}), None)], Some(&a)).unwrap();
+    assert_eq!(get(&store, "leads", "x").unwrap().unwrap().owner.as_deref(), Some("a"));
+
+    for refused in [put("leads", "x", json!({"n": 2}), None), delete("leads", "x", None)] {
+        let err = write_as(&store, &reg, &[refused], Some(&b)).unwrap_err();
+        assert!(matches!(&err, RecordError::NotOwner { owner, plugin, .. } if owner == "a" && plugin == "b"), "{err}");
+        assert!(err.to_string().contains("write_from = [\"a\"]"), "{err}");
+    }
+    // A grant for another collection does not help; one for this one does,
+    // and the record stays its creator's.
+    let err = write_as(&store, &reg, &[put("leads", "x", json!({"n": 2}), None)], Some(&writer("b", &[("crm", "a")])));
+    assert!(matches!(err, Err(RecordError::NotOwner { .. })));
+    write_as(&store, &reg, &[put("leads", "x", json!({"n": 2}), None)], Some(&writer("b", &[("leads", "a")]))).unwrap();
+    let x = get(&store, "leads", "x").unwrap().unwrap();
+    assert_eq!((x.version, x.owner.as_deref()), (2, Some("a")));
+
+    // A record deleted and created again in one batch belongs to the new creator.
+    let batch = [delete("leads", "x", None), put("leads", "x", json!({"n": 3}), None)];
+    write_as(&store, &reg, &batch, Some(&a)).unwrap();
+    write_as(&store, &reg, &[put("leads", "y", json!({"n": 1}), None)], Some(&b)).unwrap();
+    let batch = [put("leads", "y", json!({"n": 2}), None)];
+    assert!(write_as(&store, &reg, &batch, Some(&a)).is_err(), "b's record is b's");
+    // The operator changes anything, and creates unowned records.
+    write(&store, &reg, &[put("leads", "y", json!({"n": 3}), None), put("leads", "z", json!({}), None)]).unwrap();
+    assert_eq!(get(&store, "leads", "y").unwrap().unwrap().owner.as_deref(), Some("b"));
+    assert_eq!(get(&store, "leads", "z").unwrap().unwrap().owner, None);
+    write_as(&store, &reg, &[put("leads", "z", json!({"n": 1}), None)], Some(&b)).unwrap();
+    assert_eq!(get(&store, "leads", "z").unwrap().unwrap().owner, None, "unowned stays unowned");
+
+    let only_a = ["a".to_owned()];
+    let page = query_visible(&store, &reg, &q("leads", vec![], 10), Visible::Owners(&only_a)).unwrap();
+    assert_eq!(ids(&page), ["x", "z"]);
+    assert!(get_visible(&store, "leads", "y", Visible::Owners(&only_a)).unwrap().is_none());
+    assert!(get_visible(&store, "leads", "y", Visible::All).unwrap().is_some());
+}
+
+#[test]
+fn records_stored_before_owners_read_as_unowned() {
+    let (_dir, store) = open();
+    let reg = Collections::default();
+    // The layout keel wrote before owners: format 1, version, time, JSON.
+    let mut old = vec![1u8];
+    old.extend_from_slice(&3u64.to_be_bytes());
+    old.extend_from_slice(&1_700_000_000_000u64.to_be_bytes());
+    old.extend_from_slice(br#"{"name":"Legacy"}"#);
+    let txn = store.db().begin_write().unwrap();
+    txn.open_table(write::RECORDS).unwrap().insert(("leads", "old"), old.as_slice()).unwrap();
+    txn.commit().unwrap();
+
+    let entry = get_visible(&store, "leads", "old", Visible::Owners(&["a".to_owned()])).unwrap().unwrap();
+    assert_eq!((entry.version, entry.owner, entry.data), (3, None, json!({"name": "Legacy"})));
+    write_as(&store, &reg, &[put("leads", "old", json!({"name": "Legacy", "n": 1}), Some(3))], Some(&writer("a", &[])))
+        .unwrap();
+    let entry = get(&store, "leads", "old").unwrap().unwrap();
+    assert_eq!((entry.version, entry.owner), (4, None), "rewritten in the new layout, still unowned");
 }

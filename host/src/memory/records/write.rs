@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::key::index_key;
 use super::spec::{Collections, FieldPath};
-use super::{MAX_RECORD_BYTES, RecordError, RecordWrite, validate_collection_name, validate_id};
+use super::{MAX_RECORD_BYTES, RecordError, RecordWrite, RecordWriter, validate_collection_name, validate_id};
 use crate::memory::{Store, StoreError, now_ms};
 
 pub(super) const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
@@ -21,9 +21,13 @@ pub(super) const INDEX_STALE: u64 = 0;
 /// Index state: every record of the collection has its entry.
 pub(super) const INDEX_READY: u64 = 1;
 
+/// First byte of a stored record, written before records had owners:
+/// version, update time, JSON. Still read; never written.
+const RECORD_FORMAT_UNOWNED: u8 = 1;
 /// First byte of a stored record; bump it when the layout changes.
-const RECORD_FORMAT: u8 = 1;
-/// Format byte, version and update time before the JSON.
+/// Version, update time, owner length (one byte, 0: unowned), owner, JSON.
+const RECORD_FORMAT: u8 = 2;
+/// Format byte, version and update time.
 const HEADER_BYTES: usize = 1 + 8 + 8;
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -33,11 +37,16 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn encode_stored(version: u64, updated_at_ms: u64, json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + json.len());
+fn encode_stored(version: u64, updated_at_ms: u64, owner: Option<&str>, json: &[u8]) -> Vec<u8> {
+    let owner = owner.unwrap_or_default().as_bytes();
+    // Plugin names are at most 64 bytes; the check at the write keeps it so.
+    let owner_len = u8::try_from(owner.len()).expect("owner names fit in one byte of length");
+    let mut out = Vec::with_capacity(HEADER_BYTES + 1 + owner.len() + json.len());
     out.push(RECORD_FORMAT);
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&updated_at_ms.to_be_bytes());
+    out.push(owner_len);
+    out.extend_from_slice(owner);
     out.extend_from_slice(json);
     out
 }
@@ -46,25 +55,38 @@ fn encode_stored(version: u64, updated_at_ms: u64, json: &[u8]) -> Vec<u8> {
 pub(super) struct Stored<'a> {
     pub version: u64,
     pub updated_at_ms: u64,
+    /// The plugin that created the record; `None`: unowned (written by the
+    /// operator or the host, or before records had owners).
+    pub owner: Option<&'a str>,
     pub json: &'a [u8],
 }
 
 pub(super) fn decode_stored<'a>(collection: &str, id: &str, bytes: &'a [u8]) -> Result<Stored<'a>, StoreError> {
-    match bytes {
-        [RECORD_FORMAT, rest @ ..] if rest.len() >= HEADER_BYTES - 1 => {
-            let (version, rest) = rest.split_at(8);
-            let (at, json) = rest.split_at(8);
-            Ok(Stored {
-                version: u64::from_be_bytes(version.try_into().expect("8 bytes")),
-                updated_at_ms: u64::from_be_bytes(at.try_into().expect("8 bytes")),
-                json,
-            })
+    let corrupt =
+        |detail: &str| StoreError::Corrupt { what: format!("record `{collection}/{id}`"), detail: detail.to_owned() };
+    let (format, rest) = match bytes {
+        [format @ (RECORD_FORMAT_UNOWNED | RECORD_FORMAT), rest @ ..] if rest.len() >= HEADER_BYTES - 1 => {
+            (*format, rest)
         }
-        _ => Err(StoreError::Corrupt {
-            what: format!("record `{collection}/{id}`"),
-            detail: "unknown record layout".to_owned(),
-        }),
-    }
+        _ => return Err(corrupt("unknown record layout")),
+    };
+    let (version, rest) = rest.split_at(8);
+    let (at, rest) = rest.split_at(8);
+    let (owner, json) = match (format, rest) {
+        (RECORD_FORMAT_UNOWNED, json) => (None, json),
+        (_, [len, rest @ ..]) if rest.len() >= *len as usize => {
+            let (owner, json) = rest.split_at(*len as usize);
+            let owner = std::str::from_utf8(owner).map_err(|_| corrupt("the owner is not UTF-8"))?;
+            ((!owner.is_empty()).then_some(owner), json)
+        }
+        _ => return Err(corrupt("the owner is cut short")),
+    };
+    Ok(Stored {
+        version: u64::from_be_bytes(version.try_into().expect("8 bytes")),
+        updated_at_ms: u64::from_be_bytes(at.try_into().expect("8 bytes")),
+        owner,
+        json,
+    })
 }
 
 pub(super) fn parse_json(collection: &str, id: &str, json: &[u8]) -> Result<Value, StoreError> {
@@ -153,40 +175,85 @@ fn cas(write: &RecordWrite, actual: u64) -> Result<(), RecordError> {
     }
 }
 
-fn current_version(
+/// The version (0: absent) and owner of a stored record.
+fn current_state(
     records: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     collection: &str,
     id: &str,
-) -> Result<u64, RecordError> {
+) -> Result<(u64, Option<String>), RecordError> {
     match records.get((collection, id))? {
-        None => Ok(0),
-        Some(v) => Ok(decode_stored(collection, id, v.value())?.version),
+        None => Ok((0, None)),
+        Some(v) => {
+            let stored = decode_stored(collection, id, v.value())?;
+            Ok((stored.version, stored.owner.map(str::to_owned)))
+        }
+    }
+}
+
+/// Refuses a writer whose name cannot be stored as an owner (plugin names
+/// are far shorter; this keeps a bad caller from panicking the committer).
+fn check_writer(writer: Option<&RecordWriter>) -> Result<(), RecordError> {
+    match writer {
+        Some(w) if w.plugin.is_empty() || w.plugin.len() > u8::MAX as usize => Err(RecordError::InvalidName {
+            what: "record owner",
+            value: super::shown(&w.plugin),
+            reason: format!("use 1 to {} bytes", u8::MAX),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a write by `writer` to an existing record it may not change.
+fn check_owner(
+    write: &RecordWrite,
+    writer: Option<&RecordWriter>,
+    version: u64,
+    owner: Option<&str>,
+) -> Result<(), RecordError> {
+    match writer {
+        Some(w) if version > 0 && !w.may_change(write.collection(), owner) => Err(RecordError::NotOwner {
+            collection: write.collection().to_owned(),
+            id: write.id().to_owned(),
+            owner: owner.unwrap_or_default().to_owned(),
+            plugin: w.plugin.clone(),
+        }),
+        _ => Ok(()),
     }
 }
 
 /// Whether every write of `writes` may be applied, in order, on top of
-/// what `txn` holds now: names, shape, size, schema, and compare-and-set
-/// with each write seeing the versions that earlier writes of the same
-/// batch leave. Changes nothing; the first failure is returned.
+/// what `txn` holds now: names, shape, size, schema, ownership (a
+/// `writer` changes only records it may, see [`RecordWriter`]), and
+/// compare-and-set with each write seeing the versions and owners that
+/// earlier writes of the same batch leave. Changes nothing; the first
+/// failure is returned.
 ///
 /// Like [`apply`], it opens the records tables itself, so call it while
 /// `txn` has none of them open.
-pub fn check(txn: &WriteTransaction, reg: &Collections, writes: &[RecordWrite]) -> Result<(), RecordError> {
+pub fn check(
+    txn: &WriteTransaction,
+    reg: &Collections,
+    writes: &[RecordWrite],
+    writer: Option<&RecordWriter>,
+) -> Result<(), RecordError> {
+    check_writer(writer)?;
     let records = txn.open_table(RECORDS)?;
-    let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut states: HashMap<(&str, &str), (u64, Option<String>)> = HashMap::new();
     for write in writes {
         validate(reg, write, None)?;
         let target = (write.collection(), write.id());
-        let current = match versions.get(&target) {
-            Some(v) => *v,
-            None => current_version(&records, target.0, target.1)?,
+        let (current, owner) = match states.remove(&target) {
+            Some(state) => state,
+            None => current_state(&records, target.0, target.1)?,
         };
+        check_owner(write, writer, current, owner.as_deref())?;
         cas(write, current)?;
         let after = match write {
-            RecordWrite::Put { .. } => current + 1,
-            RecordWrite::Delete { .. } => 0,
+            RecordWrite::Put { .. } if current > 0 => (current + 1, owner),
+            RecordWrite::Put { .. } => (1, writer.map(|w| w.plugin.clone())),
+            RecordWrite::Delete { .. } => (0, None),
         };
-        versions.insert(target, after);
+        states.insert(target, after);
     }
     Ok(())
 }
@@ -196,7 +263,13 @@ pub fn check(txn: &WriteTransaction, reg: &Collections, writes: &[RecordWrite]) 
 /// unchecked batch cannot store bad data; but a failure leaves the earlier
 /// writes of the batch in `txn`, so on `Err` abort the transaction. Run
 /// [`check`] first to refuse a batch before any of it is applied.
-pub fn apply(txn: &WriteTransaction, reg: &Collections, writes: &[RecordWrite]) -> Result<Vec<u64>, RecordError> {
+pub fn apply(
+    txn: &WriteTransaction,
+    reg: &Collections,
+    writes: &[RecordWrite],
+    writer: Option<&RecordWriter>,
+) -> Result<Vec<u64>, RecordError> {
+    check_writer(writer)?;
     let now = now_ms();
     let mut records = txn.open_table(RECORDS)?;
     let mut index = txn.open_table(INDEX)?;
@@ -214,20 +287,23 @@ pub fn apply(txn: &WriteTransaction, reg: &Collections, writes: &[RecordWrite]) 
             reconcile_index_state(&records, &mut state, reg, collection)?;
         }
         let fields = reg.indexes(collection);
-        let (current, old_data) = match records.get((collection, id))? {
-            None => (0, None),
+        let (current, owner, old_data) = match records.get((collection, id))? {
+            None => (0, None, None),
             Some(v) => {
                 let stored = decode_stored(collection, id, v.value())?;
                 let old = if fields.is_empty() { None } else { Some(parse_json(collection, id, stored.json)?) };
-                (stored.version, old)
+                (stored.version, stored.owner.map(str::to_owned), old)
             }
         };
+        check_owner(write, writer, current, owner.as_deref())?;
         cas(write, current)?;
+        // The creator owns the record for good; updates keep its owner.
+        let owner = if current > 0 { owner } else { writer.map(|w| w.plugin.clone()) };
         let old_keys = index_keys(fields, old_data.as_ref());
         match (write, json) {
             (RecordWrite::Put { data, .. }, Some(json)) => {
                 let version = current + 1;
-                records.insert((collection, id), encode_stored(version, now, &json).as_slice())?;
+                records.insert((collection, id), encode_stored(version, now, owner.as_deref(), &json).as_slice())?;
                 let new_keys = index_keys(fields, Some(data));
                 for ((field, old), new) in fields.iter().zip(old_keys).zip(new_keys) {
                     if old != new {
@@ -250,15 +326,26 @@ pub fn apply(txn: &WriteTransaction, reg: &Collections, writes: &[RecordWrite]) 
     Ok(out)
 }
 
-/// Checks, applies and commits one batch in a transaction of its own.
+/// Checks, applies and commits one batch in a transaction of its own, as
+/// the operator (what it creates is unowned).
 ///
 /// For tools, tests and benchmarks: the runtime writes through its
 /// committer, which batches callers and commits each change with its audit
 /// entry.
 pub fn write(store: &Store, reg: &Collections, writes: &[RecordWrite]) -> Result<Vec<u64>, RecordError> {
+    write_as(store, reg, writes, None)
+}
+
+/// [`write`] for `writer` (`None`: the operator).
+pub fn write_as(
+    store: &Store,
+    reg: &Collections,
+    writes: &[RecordWrite],
+    writer: Option<&RecordWriter>,
+) -> Result<Vec<u64>, RecordError> {
     let txn = store.db().begin_write()?;
-    check(&txn, reg, writes)?;
-    let versions = apply(&txn, reg, writes)?;
+    check(&txn, reg, writes, writer)?;
+    let versions = apply(&txn, reg, writes, writer)?;
     txn.commit()?;
     Ok(versions)
 }

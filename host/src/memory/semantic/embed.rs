@@ -21,10 +21,30 @@ pub trait Embedder: Send + Sync {
     fn embed_background(&self, texts: &[&str]) -> Vec<Vec<f32>> {
         self.embed(texts)
     }
+    /// As [`embed`](Embedder::embed) or
+    /// [`embed_background`](Embedder::embed_background) by `lane`, for an
+    /// embedder that can fail for reasons other than a bug (a model server
+    /// that is down, a budget spent): the error says what happened and what
+    /// to do, and reaches the caller as `unavailable`.
+    fn try_embed(&self, texts: &[&str], lane: Lane) -> Result<Vec<Vec<f32>>, String> {
+        Ok(match lane {
+            Lane::Foreground => self.embed(texts),
+            Lane::Background => self.embed_background(texts),
+        })
+    }
     /// One line for people: the id and where the model comes from.
     fn describe(&self) -> String {
         self.id().to_owned()
     }
+}
+
+/// Who waits on an embedding; see [`Embedder::embed_background`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A caller waits: recalls, notes written by a call.
+    Foreground,
+    /// Nobody waits: reindexing, bulk writes.
+    Background,
 }
 
 /// Feature weight of a whole word.

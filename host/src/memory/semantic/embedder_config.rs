@@ -5,8 +5,11 @@
 //! [memory]
 //! embedder = { kind = "local", path = "models/all-MiniLM-L6-v2" }   # relative to the workspace
 //! # embedder = { kind = "hashed" }                                  # the default
+//! # embedder = { kind = "model", model = "openai/text-embedding-3-small", dimensions = 1536 }
 //! ```
 //!
+//! `kind = "model"` embeds through one configured model of the model
+//! service (`crate::model::embedder`), which the workspace wires in.
 //! A local model folder that is missing or broken never stops the
 //! workspace: the hashed embedder takes over and one line says so, naming
 //! the folder and why. Nothing stored changes; notes keep the id of the
@@ -34,6 +37,15 @@ pub enum EmbedderConfig {
         /// The model folder; a relative path is taken from the workspace folder.
         path: PathBuf,
     },
+    /// One model of `[model.providers]`, called through the model service
+    /// (priced, budgeted, audited). Never a fallback chain: vectors of two
+    /// models do not compare.
+    Model {
+        /// `provider/model`, e.g. `openai/text-embedding-3-small`.
+        model: String,
+        /// Length of the model's vectors (1536 for text-embedding-3-small).
+        dimensions: usize,
+    },
 }
 
 impl EmbedderConfig {
@@ -44,10 +56,33 @@ impl EmbedderConfig {
                 "`memory.embedder.path` is empty: name a sentence-transformers model folder, or set kind = \"hashed\""
                     .to_owned(),
             ),
+            EmbedderConfig::Model { model, .. }
+                if !model.split_once('/').is_some_and(|(p, m)| !p.is_empty() && !m.is_empty()) =>
+            {
+                Err(format!(
+                    "`memory.embedder.model` = {model:?} is not `provider/model`: name a model of [model.providers], \
+                     e.g. \"openai/text-embedding-3-small\" (for the built-in embedders use kind = \"hashed\" or \"local\")"
+                ))
+            }
+            EmbedderConfig::Model { dimensions, .. } if !(1..=MAX_DIMENSIONS).contains(dimensions) => Err(format!(
+                "`memory.embedder.dimensions` = {dimensions} is out of range: use the model's vector length, 1 to {MAX_DIMENSIONS}"
+            )),
             _ => Ok(()),
         }
     }
+
+    /// The provider a `kind = "model"` embedder calls, for checking it is
+    /// configured.
+    pub fn model_provider(&self) -> Option<&str> {
+        match self {
+            EmbedderConfig::Model { model, .. } => model.split_once('/').map(|(provider, _)| provider),
+            _ => None,
+        }
+    }
 }
+
+/// Longest vector a `kind = "model"` embedder may be configured for.
+pub const MAX_DIMENSIONS: usize = 8192;
 
 /// The embedder a workspace got, and why it is not the configured one.
 #[derive(Clone)]
@@ -73,6 +108,10 @@ impl EmbedderChoice {
     /// with [`EmbedderChoice::fallback`] set; see [`EmbedderChoice::announce`].
     pub fn open(config: &EmbedderConfig, base: &Path) -> EmbedderChoice {
         match config {
+            EmbedderConfig::Model { model, .. } => EmbedderChoice::model(
+                model,
+                Err("this command has no model service; open the workspace with `Workspace::memory_plane`".into()),
+            ),
             EmbedderConfig::Hashed => EmbedderChoice { embedder: Arc::new(HashedEmbedder), fallback: None },
             EmbedderConfig::Local { path } => {
                 let path = base.join(path);
@@ -84,6 +123,22 @@ impl EmbedderChoice {
                     },
                 }
             }
+        }
+    }
+
+    /// The `kind = "model"` embedder the workspace started, or the hashed
+    /// one with a line saying why not.
+    pub fn model(model: &str, started: Result<Arc<dyn Embedder>, String>) -> EmbedderChoice {
+        match started {
+            Ok(embedder) => EmbedderChoice { embedder, fallback: None },
+            Err(reason) => EmbedderChoice {
+                embedder: Arc::new(HashedEmbedder),
+                fallback: Some(format!(
+                    "semantic memory: the model `{model}` cannot be used ({reason}); falling back to the built-in \
+                     hashed embedder {} (matches words, not meaning)",
+                    HashedEmbedder::ID
+                )),
+            },
         }
     }
 

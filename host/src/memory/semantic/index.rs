@@ -58,6 +58,10 @@ impl IndexParams {
 pub struct RecallFilter {
     /// A hit must carry every one of these tags.
     pub tags: Vec<String>,
+    /// `Some`: a hit must be unowned or owned by one of these plugins (a
+    /// plugin's recall: itself and those its grant names); `None`: any
+    /// note (the operator).
+    pub owners: Option<Vec<String>>,
 }
 
 /// One query of a [`SemanticIndex::recall_many`] batch.
@@ -90,14 +94,7 @@ pub struct NewNote {
     pub metadata: serde_json::Value,
 }
 
-/// Who waits on an embedding; see [`Embedder::embed_background`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lane {
-    /// A caller waits: recalls, notes written by a call.
-    Foreground,
-    /// Nobody waits: reindexing, bulk writes.
-    Background,
-}
+pub(super) use super::embed::Lane;
 
 /// A validated, embedded note, ready for [`storage::insert_note`] and then
 /// [`SemanticIndex::note_committed`].
@@ -227,6 +224,7 @@ impl SemanticIndex {
             metadata,
             created_at_ms: now_ms,
             embedder: self.embedder.id().to_owned(),
+            owner: None,
         };
         Ok(PreparedNote { note, vector })
     }
@@ -253,6 +251,7 @@ impl SemanticIndex {
                     metadata: n.metadata,
                     created_at_ms: now_ms,
                     embedder: self.embedder.id().to_owned(),
+                    owner: None,
                 },
                 vector,
             })
@@ -366,7 +365,8 @@ impl SemanticIndex {
         now_ms: u64,
         half_life: Option<Duration>,
     ) -> Result<Vec<Hit>, SemanticError> {
-        let query = QueryRef { namespace, text: query_text, k, tags: &filter.tags, half_life };
+        let owners = filter.owners.as_deref();
+        let query = QueryRef { namespace, text: query_text, k, tags: &filter.tags, owners, half_life };
         Ok(self.recall_refs(&[query], now_ms)?.pop().unwrap_or_default())
     }
 
@@ -382,6 +382,7 @@ impl SemanticIndex {
                 text: &q.text,
                 k: q.k,
                 tags: &q.filter.tags,
+                owners: q.filter.owners.as_deref(),
                 half_life: q.half_life,
             })
             .collect();
@@ -429,6 +430,7 @@ impl SemanticIndex {
                 vector: vector::to_index_vector(&v),
                 k: q.k,
                 tags: q.tags,
+                owners: q.owners,
                 half_life_ms: q.half_life.map(|h| h.as_secs_f64() * 1000.0),
                 now_ms,
             })
@@ -452,10 +454,10 @@ impl SemanticIndex {
     /// [`Embedder`] contract.
     pub(super) fn embed(&self, texts: &[&str], lane: Lane) -> Result<Vec<Vec<f32>>, SemanticError> {
         let (id, dim) = (self.embedder.id(), self.embedder.dim());
-        let vectors = match lane {
-            Lane::Foreground => self.embedder.embed(texts),
-            Lane::Background => self.embedder.embed_background(texts),
-        };
+        let vectors = self
+            .embedder
+            .try_embed(texts, lane)
+            .map_err(|reason| SemanticError::EmbedderUnavailable { id: id.to_owned(), reason })?;
         let detail = if vectors.len() != texts.len() {
             Some(format!("it returned {} vectors for {} texts", vectors.len(), texts.len()))
         } else if let Some(v) = vectors.iter().find(|v| v.len() != dim) {
@@ -544,6 +546,7 @@ struct QueryRef<'a> {
     text: &'a str,
     k: usize,
     tags: &'a [String],
+    owners: Option<&'a [String]>,
     half_life: Option<Duration>,
 }
 

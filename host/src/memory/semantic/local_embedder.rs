@@ -22,7 +22,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use super::embed::Embedder;
+use super::embed::{Embedder, Lane};
 use super::model_folder::{ModelFolder, ModelFolderError, Pooling};
 use super::priority::ForegroundFirst;
 
@@ -221,6 +221,20 @@ impl Embedder for LocalEmbedder {
     fn embed_background(&self, texts: &[&str]) -> Vec<Vec<f32>> {
         let turn = self.gate.background();
         self.embed_or_log(texts, BACKGROUND_BATCH, || turn.yield_to_foreground())
+    }
+
+    fn try_embed(&self, texts: &[&str], lane: Lane) -> Result<Vec<Vec<f32>>, String> {
+        let failed = |detail: String| format!("the local model at {} failed: {detail}", self.path.display());
+        match lane {
+            Lane::Foreground => {
+                let _turn = self.gate.foreground();
+                self.run_chunks(texts, BATCH, || {}).map_err(failed)
+            }
+            Lane::Background => {
+                let turn = self.gate.background();
+                self.run_chunks(texts, BACKGROUND_BATCH, || turn.yield_to_foreground()).map_err(failed)
+            }
+        }
     }
 
     fn describe(&self) -> String {

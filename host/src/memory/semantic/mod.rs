@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use embed::{Embedder, HashedEmbedder};
+pub use embed::{Embedder, HashedEmbedder, Lane};
 pub use embedder_config::{EmbedderChoice, EmbedderConfig};
 pub use index::{
     Hit, IndexParams, NamespaceStats, NewNote, PreparedNote, RecallFilter, RecallQuery, SemanticIndex, insert_mutation,
@@ -86,6 +86,8 @@ pub const MAX_TAG_BYTES: usize = 128;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most hits one query returns.
 pub const MAX_RECALL_K: usize = 100;
+/// Most notes one `remember-many` call may write.
+pub const MAX_BATCH_NOTES: usize = 256;
 /// Most queries in one [`SemanticIndex::recall_many`] batch.
 pub const MAX_BATCH_QUERIES: usize = 1_024;
 
@@ -117,6 +119,8 @@ pub enum SemanticError {
         "embedder `{id}` misbehaved: {detail}; it must return one finite vector of {dim} numbers per text (this is a bug in the embedder)"
     )]
     Embedder { id: String, dim: usize, detail: String },
+    #[error("embedder `{id}` is unavailable: {reason}")]
+    EmbedderUnavailable { id: String, reason: String },
 }
 
 /// How fast notes fade, per namespace; part of the workspace config.

@@ -16,13 +16,22 @@ pub(super) struct Query<'a> {
     pub(super) vector: Box<[f32]>,
     pub(super) k: usize,
     pub(super) tags: &'a [String],
+    /// `Some`: only unowned notes and those of these plugins.
+    pub(super) owners: Option<&'a [String]>,
     pub(super) half_life_ms: Option<f64>,
     pub(super) now_ms: u64,
 }
 
 impl Query<'_> {
     fn accepts(&self, note: &StoredNote) -> bool {
-        self.tags.iter().all(|t| note.tags.contains(t))
+        self.tags.iter().all(|t| note.tags.contains(t)) && self.shows(note)
+    }
+
+    fn shows(&self, note: &StoredNote) -> bool {
+        match (self.owners, note.owner.as_deref()) {
+            (None, _) | (_, None) => true,
+            (Some(owners), Some(owner)) => owners.iter().any(|o| o == owner),
+        }
     }
 
     /// `max(similarity, 0) * 0.5^(age / half_life)`.
@@ -91,8 +100,9 @@ impl Namespace {
         for w in works.iter_mut() {
             if let Scan::Slots(slots) = w.plan {
                 // Every slot carries the rarest tag; with no other tag
-                // required, the notes need not be looked at.
-                let check_tags = w.query.tags.len() > 1;
+                // required and no owner filter, the notes need not be
+                // looked at.
+                let check_tags = w.query.tags.len() > 1 || w.query.owners.is_some();
                 let rows = slots.iter().filter_map(|slot| s.row(*slot)).filter(|r| visible(r.note));
                 scan(rows, &mut [w], check_tags);
             }
@@ -113,7 +123,8 @@ pub(super) struct Row<'e> {
 }
 
 /// Scores each row against every query in `works`, in one pass; with
-/// `check_tags` false, the caller vouches that the rows carry the tags.
+/// `check_tags` false, the caller vouches that the rows carry the tags
+/// and pass the owner filter.
 fn scan<'e>(rows: impl Iterator<Item = Row<'e>>, works: &mut [&mut Work<'_, 'e>], check_tags: bool) {
     if works.is_empty() {
         return;
@@ -205,6 +216,7 @@ mod tests {
             metadata: serde_json::Value::Null,
             created_at_ms: 0,
             embedder: "seeds".into(),
+            owner: None,
         };
         let vector = Seeds.embed(&[&note.text]).pop().unwrap();
         Arc::new(Entry::new(note, &vector))
@@ -216,7 +228,7 @@ mod tests {
 
     fn query<'t>(seed: u64, k: usize, tags: &'t [String]) -> Query<'t> {
         let v = Seeds.embed(&[&format!("v{seed}")]).pop().unwrap();
-        Query { vector: vector::to_index_vector(&v), k, tags, half_life_ms: None, now_ms: 0 }
+        Query { vector: vector::to_index_vector(&v), k, tags, owners: None, half_life_ms: None, now_ms: 0 }
     }
 
     fn top1(ns: &Namespace, seed: u64, params: &IndexParams) -> Vec<String> {
@@ -301,7 +313,7 @@ mod tests {
 
     #[test]
     fn the_score_halves_with_every_half_life() {
-        let q = Query { vector: Box::new([]), k: 1, tags: &[], half_life_ms: Some(1000.0), now_ms: 5000 };
+        let q = Query { vector: Box::new([]), k: 1, tags: &[], owners: None, half_life_ms: Some(1000.0), now_ms: 5000 };
         assert_eq!(q.score(0.8, 5000), 0.8);
         assert!((q.score(0.8, 4000) - 0.4).abs() < 1e-6);
         assert!((q.score(0.8, 3000) - 0.2).abs() < 1e-6);

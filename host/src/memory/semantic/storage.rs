@@ -5,7 +5,10 @@
 //! the commit, hand each note to [`SemanticIndex::note_committed`]
 //! (`super::SemanticIndex`). Both tables are keyed by (namespace, note id).
 //! Reads treat missing tables as empty, so a workspace created before these
-//! tables existed needs no migration to be read.
+//! tables existed needs no migration to be read. A note's owner (the
+//! plugin that remembered it) is an optional member of its row, absent for
+//! notes of the operator and for notes written before owners were
+//! recorded, so older rows read as unowned, shared notes.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
@@ -38,6 +41,11 @@ pub struct StoredNote {
     pub created_at_ms: u64,
     /// [`Embedder::id`](super::Embedder::id) of the model that made the vector.
     pub embedder: String,
+    /// The plugin that remembered the note; `None`: unowned (the operator's,
+    /// or written before keel recorded owners), readable by every plugin
+    /// granted the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The stored row: a note without its id, which is the key.
@@ -48,6 +56,8 @@ struct RowRef<'a> {
     metadata: &'a serde_json::Value,
     created_at_ms: u64,
     embedder: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +68,8 @@ struct Row {
     metadata: serde_json::Value,
     created_at_ms: u64,
     embedder: String,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 /// Creates both tables; called when the workspace database is migrated.
@@ -84,6 +96,7 @@ pub fn insert_note(
         metadata: &note.metadata,
         created_at_ms: note.created_at_ms,
         embedder: &note.embedder,
+        owner: note.owner.as_deref(),
     };
     let json = serde_json::to_string(&row).expect("note rows always serialize");
     let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -215,6 +228,25 @@ pub fn notes_created_before(
     Ok(out)
 }
 
+/// Ids of the notes of `namespace` that plugin `owner` remembered, for
+/// `keel remove --purge`.
+pub fn notes_owned_by(store: &Store, namespace: &str, owner: &str) -> Result<Vec<String>, StoreError> {
+    let txn = store.db().begin_read()?;
+    let Some(notes) = open_read(&txn, NOTES)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for item in notes.range((namespace, "")..)? {
+        let (key, row) = item?;
+        let (ns, id) = key.value();
+        if ns != namespace {
+            break;
+        }
+        if parse_note(ns, id, row.value())?.owner.as_deref() == Some(owner) {
+            out.push(id.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// Notes per namespace (a scan of the keys), for `keel memory stats`.
 pub fn note_counts(store: &Store) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
     let txn = store.db().begin_read()?;
@@ -268,6 +300,7 @@ fn parse_note(namespace: &str, id: &str, json: &str) -> Result<StoredNote, Store
         metadata: row.metadata,
         created_at_ms: row.created_at_ms,
         embedder: row.embedder,
+        owner: row.owner,
     })
 }
 
@@ -296,6 +329,7 @@ mod tests {
             metadata: serde_json::json!({"source": "test"}),
             created_at_ms: 42,
             embedder: "e1".into(),
+            owner: None,
         }
     }
 

@@ -362,7 +362,7 @@
         { data: { seq: e.seq, operation: e.operation } },
         el("td", { class: "num" }, e.seq),
         el("td", { class: "nowrap" }, when(e.at_ms)),
-        el("td", {}, e.actor),
+        el("td", {}, e.version ? e.actor + "@" + e.version : e.actor),
         el("td", {}, e.operation),
         el("td", { class: "small" }, e.target),
         el("td", {}, badge(e.decision)),

@@ -86,6 +86,15 @@ fn run(op: &Value) -> Result<Value, Error> {
             let note = memory::Note { text: s(op, "text"), tags: strings(&op["tags"]), metadata: "{}".into() };
             memory::remember(&s(op, "namespace"), &note).map(Value::from)
         }
+        "remember-many" => {
+            let notes: Vec<memory::Note> = op["texts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| memory::Note { text: t.as_str().unwrap_or_default().to_owned(), tags: Vec::new(), metadata: "{}".into() })
+                .collect();
+            memory::remember_many(&s(op, "namespace"), &notes).map(Value::from)
+        }
         "recall" => memory::recall(&request(op)).map(hits),
         "recall-many" => {
             let requests: Vec<RecallRequest> = op["requests"].as_array().into_iter().flatten().map(request).collect();

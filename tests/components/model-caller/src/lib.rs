@@ -16,6 +16,10 @@ struct Script {
 #[serde(rename_all = "lowercase")]
 enum Call {
     Complete(Completion),
+    Stream(Completion),
+    /// Starts a stream, reads one piece and drops it.
+    #[serde(rename = "stream_abandoned")]
+    StreamAbandoned(Completion),
     Embed(Vec<String>),
     #[serde(rename = "embed_background")]
     EmbedBackground(Vec<String>),
@@ -31,21 +35,27 @@ struct Completion {
     schema: Option<Value>,
 }
 
-fn complete(c: &Completion) -> Result<Value, Error> {
+fn request(c: &Completion) -> CompletionRequest {
     let mut messages = Vec::new();
     if let Some(system) = &c.system {
         messages.push(Message { role: Role::System, content: system.clone() });
     }
     messages.push(Message { role: Role::User, content: c.user.clone() });
-    let request = CompletionRequest {
+    CompletionRequest {
         tier: c.tier.clone(),
         messages,
         max_tokens: c.max_tokens.unwrap_or(64),
         temperature_milli: c.temperature_milli.unwrap_or(0),
         json_schema: c.schema.as_ref().map(Value::to_string),
-    };
-    let answer = model::complete(&request)?;
-    Ok(json!({
+    }
+}
+
+fn complete(c: &Completion) -> Result<Value, Error> {
+    Ok(answer_json(model::complete(&request(c))?))
+}
+
+fn answer_json(answer: model::Completion) -> Value {
+    json!({
         "text": answer.text,
         "json": answer.json,
         "input_tokens": answer.usage.input_tokens,
@@ -53,7 +63,26 @@ fn complete(c: &Completion) -> Result<Value, Error> {
         "cost_micros": answer.cost_micros,
         "model": answer.model,
         "cached": answer.cached,
-    }))
+    })
+}
+
+/// Reads every piece, then the whole completion.
+fn stream(c: &Completion) -> Result<Value, Error> {
+    let stream = model::complete_streaming(&request(c));
+    let mut pieces = Vec::new();
+    while let Some(piece) = stream.next()? {
+        pieces.push(piece);
+    }
+    let mut answer = answer_json(stream.finish()?);
+    answer["pieces"] = json!(pieces);
+    Ok(answer)
+}
+
+fn stream_abandoned(c: &Completion) -> Result<Value, Error> {
+    let stream = model::complete_streaming(&request(c));
+    let first = stream.next()?;
+    drop(stream);
+    Ok(json!({"first": first}))
 }
 
 fn embed(texts: &[String], background: bool) -> Result<Value, Error> {
@@ -74,6 +103,8 @@ fn handle(task: Task) -> Result<Outcome, Error> {
         .map(|call| {
             let result = match call {
                 Call::Complete(c) => complete(c),
+                Call::Stream(c) => stream(c),
+                Call::StreamAbandoned(c) => stream_abandoned(c),
                 Call::Embed(texts) => embed(texts, false),
                 Call::EmbedBackground(texts) => embed(texts, true),
             };
