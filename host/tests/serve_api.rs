@@ -402,7 +402,14 @@ async fn sigterm_during_runs_then_every_run_finishes_at_the_next_start() {
     let mut server = Server::start(path, &["--grace-seconds", "0"]);
     let (host, bearer) = (server.host(), format!("Bearer {token}"));
     let auth = [("host", host.as_str()), ("authorization", bearer.as_str())];
-    let ids: Vec<String> = (0..RUNS).map(|i| start_checkout(server.addr, &auth, &format!("cus_{i}"))).collect();
+    // Started all at once, so that many are in flight at the signal however
+    // fast each run is.
+    let addr = server.addr;
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let starts: Vec<_> =
+            (0..RUNS).map(|i| s.spawn(move || start_checkout(addr, &auth, &format!("cus_{i}")))).collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
     assert!(server.terminate().success(), "a clean stop even with runs in flight");
     drop(server);
     let unfinished = {
@@ -411,7 +418,7 @@ async fn sigterm_during_runs_then_every_run_finishes_at_the_next_start() {
         runs.as_array().unwrap().iter().filter(|r| r["state"] != "succeeded").count()
     };
     println!("{unfinished} of {RUNS} runs were unfinished at SIGTERM");
-    // The last run was started just before the signal and had no grace.
+    // The last runs were started just before the signal and had no grace.
     assert!(unfinished > 0, "every run finished before SIGTERM: nothing was left to resume");
 
     let server = Server::start(path, &[]);

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use keel_host::kernel::outbox::{Intent, IntentState};
 use keel_host::memory::Store;
 use keel_host::memory::audit::AuditEntry;
-use keel_host::workflow::runs::RunState;
+use keel_host::workflow::runs::{RunState, StepStatus};
 use keel_host::workspace::Workspace;
 use serde_json::{Value, json};
 
@@ -53,9 +53,10 @@ const FINISH_ROUNDS: usize = 3;
 /// to finish when not killed.
 const CHILD_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Charge the customer, note it, email them: steps 1 and 3 propose one
-/// action each (no approval policy: both run at once); the customer
-/// comes from the run's input.
+/// Charge the customer, note it, email them, file a receipt: steps 1 and
+/// 3 propose one action each (no approval policy: both run at once); the
+/// customer comes from the run's input. The last step proposes nothing, so
+/// its commit also finishes the run.
 const CHECKOUT: &str = r#"
 [limits]
 concurrency = 12
@@ -74,6 +75,11 @@ input = { customer = "$.trigger.customer", charged = "$.steps.charge.output" }
 id = "notify"
 agent = "proposer"
 input = { proposals = [{ kind = "email.send", payload = { to = ["ada@example.com"], subject = "$.trigger.customer", body = "thanks" } }] }
+
+[[steps]]
+id = "receipt"
+agent = "echo"
+input = { customer = "$.trigger.customer", sent = "$.steps.notify.output" }
 "#;
 
 /// Runs not finished yet, in any state.
@@ -291,6 +297,10 @@ fn problems_of(evidence: &Evidence<'_>, id: &str, customer: &str) -> (Vec<String
     }
     match run.state {
         RunState::Succeeded => {
+            let receipt = run.steps.get("receipt");
+            if receipt.is_none_or(|s| s.status != StepStatus::Succeeded || s.output.is_none()) {
+                problems.push(format!("it succeeded without its last step's output: {receipt:?}"));
+            }
             if email.state != IntentState::Executed || emails != 1 {
                 let note = email.note.as_deref().unwrap_or_default();
                 problems.push(format!(

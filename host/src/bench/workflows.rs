@@ -2,7 +2,8 @@
 //! one durable memory write, run as journaled workflow runs, against the
 //! same three calls made directly (no run record, no journal, no step
 //! bookkeeping) in the same process, with the same number of runs in
-//! flight. Also the latency of a whole run, from start to finish.
+//! flight, the two sides taking turns in rounds. Also the latency of a
+//! whole run, from start to finish.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -104,16 +105,49 @@ pub async fn run(runs: usize, in_flight: usize) -> anyhow::Result<Report> {
         journaled_once(format!("w{i}")).await?;
     }
 
-    let direct = measure(runs, in_flight, |i| direct_once(format!("d{i}"))).await?;
-    let journaled = measure(runs, in_flight, |i| journaled_once(format!("j{i}"))).await?;
+    // The sides take turns, a share of the runs each, so a change in the
+    // machine's load (other processes, the page cache) hits both alike.
+    let (mut direct, mut journaled) = (Tally::default(), Tally::default());
+    for round in 0..ROUNDS {
+        let share = runs / ROUNDS + usize::from(round < runs % ROUNDS);
+        let first = round * (runs / ROUNDS) + round.min(runs % ROUNDS);
+        direct.add(measure(share, in_flight, |i| direct_once(format!("d{}", first + i))).await?);
+        journaled.add(measure(share, in_flight, |i| journaled_once(format!("j{}", first + i))).await?);
+    }
+    let (direct, journaled) = (direct.side(), journaled.side());
     drop(runtime);
     drop(ws);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Report { runs, in_flight, direct, journaled })
 }
 
-/// Runs `runs` calls of `one`, `in_flight` at a time.
-async fn measure<F, Fut>(runs: usize, in_flight: usize, one: F) -> anyhow::Result<Side>
+/// Rounds each side's runs are split into, taken in turns.
+const ROUNDS: usize = 4;
+
+/// One side's rounds added up.
+#[derive(Debug, Default)]
+struct Tally {
+    runs: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn add(&mut self, (elapsed, latencies): (Duration, Vec<Duration>)) {
+        self.runs += latencies.len();
+        self.elapsed += elapsed;
+        self.latencies.extend(latencies);
+    }
+
+    fn side(self) -> Side {
+        let steps_per_second = (self.runs * 3) as f64 / self.elapsed.as_secs_f64();
+        Side { steps_per_second, run_latency: percentiles(self.latencies) }
+    }
+}
+
+/// Runs `runs` calls of `one`, `in_flight` at a time; how long they took
+/// together, and each.
+async fn measure<F, Fut>(runs: usize, in_flight: usize, one: F) -> anyhow::Result<(Duration, Vec<Duration>)>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<Duration>>,
@@ -129,8 +163,7 @@ where
         }
     });
     let latencies = futures::future::join_all(all).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    let elapsed = started.elapsed();
-    Ok(Side { steps_per_second: (runs * 3) as f64 / elapsed.as_secs_f64(), run_latency: percentiles(latencies) })
+    Ok((started.elapsed(), latencies))
 }
 
 impl std::fmt::Display for Report {

@@ -83,6 +83,8 @@ pub struct Runtime {
     recovered: tokio::sync::OnceCell<()>,
     /// Workflow runs driven at once, over all workflows.
     run_slots: Arc<tokio::sync::Semaphore>,
+    /// Definitions of runs, parsed once: a run's definition never changes.
+    definitions: Mutex<HashMap<String, Arc<crate::workflow::definition::WorkflowDef>>>,
     _ticker: engine::EpochTicker,
     /// Deletes expired and retired memory while the runtime lives.
     _reclaimer: Reclaimer,
@@ -123,6 +125,7 @@ impl Runtime {
             connectors,
             recovered: tokio::sync::OnceCell::new(),
             run_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_RUNS)),
+            definitions: Mutex::new(HashMap::new()),
             _ticker: ticker,
             _reclaimer: reclaimer,
         })
@@ -139,6 +142,12 @@ impl Runtime {
     /// [`Runtime::with_max_concurrent_runs`].
     pub async fn run_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
         self.run_slots.clone().acquire_owned().await.expect("the run semaphore is never closed")
+    }
+
+    /// Parsed run definitions by sha256 and source; see
+    /// `workflow::engine::Runtime::run_definition`.
+    pub(crate) fn parsed_definitions(&self) -> &Mutex<HashMap<String, Arc<crate::workflow::definition::WorkflowDef>>> {
+        &self.definitions
     }
 
     pub fn engine(&self) -> &Engine {

@@ -20,7 +20,7 @@ use super::runs::{self, Run, RunState, StepRun, StepStatus};
 use crate::bindings::{Outcome, Task};
 use crate::kernel::outbox::IntentState;
 use crate::memory::audit::AuditEntry;
-use crate::memory::committer::{Batch, CustomMutation, Mutation};
+use crate::memory::committer::{AuditedMutation, Batch, CustomMutation, Mutation};
 use crate::memory::now_ms;
 use crate::runtime::{CallError, Runtime, StepContext};
 
@@ -31,6 +31,9 @@ pub fn definition_of(store: &crate::memory::Store, run: &Run) -> Result<Workflow
         .map_err(|e| WorkflowError::Definition(e.to_string()))
 }
 
+/// Most parsed definitions a runtime keeps; past it the cache starts over.
+const MAX_PARSED_DEFINITIONS: usize = 256;
+
 /// A step's output as JSON (text that is not JSON becomes a JSON string).
 fn output_value(outcome: &Outcome) -> Value {
     serde_json::from_str(&outcome.output).unwrap_or_else(|_| Value::String(outcome.output.clone()))
@@ -40,11 +43,11 @@ fn output_value(outcome: &Outcome) -> Value {
 pub(super) fn update_run(label: &'static str, id: &str, change: impl Fn(&mut Run) + Send + Sync + 'static) -> Mutation {
     let id = id.to_owned();
     let apply = Arc::new(move |txn: &WriteTransaction| {
-        let Some(mut run) = runs::get_in(txn, &id)? else { return Ok(()) };
-        let old = run.state;
-        change(&mut run);
-        run.updated_at_ms = now_ms();
-        runs::replace_in(txn, &run, Some(old))
+        runs::update_in(txn, &id, |run| {
+            change(run);
+            run.updated_at_ms = now_ms();
+        })
+        .map(drop)
     });
     Mutation::Custom(CustomMutation { label, apply })
 }
@@ -114,13 +117,19 @@ impl Runtime {
     #[tracing::instrument(name = "keel.workflow.run", skip_all, fields(run = %id))]
     pub async fn drive_run(&self, id: &str) -> Result<Run, WorkflowError> {
         // A run's definition never changes: parse it once.
-        let mut def: Option<WorkflowDef> = None;
+        let mut def: Option<Arc<WorkflowDef>> = None;
+        let mut stepped = false;
         loop {
             let run = self.store().run(id)?.ok_or_else(|| WorkflowError::NoSuchRun(id.to_owned()))?;
             match run.state {
                 RunState::Running => {}
                 RunState::Compensating => return self.compensate_run(id).await,
                 RunState::WaitingApproval => return self.continue_if_decided(id).await,
+                // The last step's commit finished the run (see `finish_step`).
+                RunState::Succeeded if stepped => {
+                    self.after_finish(&run).await?;
+                    return Ok(run);
+                }
                 _ => return Ok(run),
             }
             // The last finished step's actions are settled before the run
@@ -144,7 +153,7 @@ impl Runtime {
                 return self.finish_run(&run, RunState::Succeeded, None).await;
             };
             if def.is_none() {
-                def = Some(definition_of(self.store(), &run)?);
+                def = Some(self.run_definition(&run)?);
             }
             let step = def
                 .as_ref()
@@ -154,10 +163,29 @@ impl Runtime {
                     WorkflowError::Definition(format!("run {id} points at step `{cursor}`, which its definition lacks"))
                 })?
                 .clone();
+            stepped = true;
             if let Err(why) = self.run_step(&run, &step).await {
                 self.fail_run(id, &step.id, why).await?;
             }
         }
+    }
+
+    /// The definition `run` started with, parsed once per process (runs
+    /// name theirs by sha256, so many runs share one).
+    fn run_definition(&self, run: &Run) -> Result<Arc<WorkflowDef>, WorkflowError> {
+        let Some(sha256) = &run.definition_sha256 else { return definition_of(self.store(), run).map(Arc::new) };
+        let key = format!("{sha256} {}", run.source);
+        let cache = self.parsed_definitions();
+        if let Some(def) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(def.clone());
+        }
+        let def = Arc::new(definition_of(self.store(), run)?);
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_PARSED_DEFINITIONS {
+            cache.clear();
+        }
+        cache.insert(key, def.clone());
+        Ok(def)
     }
 
     /// Runs `step` of `run` with its retries; its success is committed by
@@ -247,8 +275,12 @@ impl Runtime {
             let journal = StepJournal::new(&run.id, &task_key, memo).shared();
             let recorded = journal.clone();
             let finish_and_journal = |outcome: &Outcome| {
-                let (mut mutations, entry) = finish(outcome);
-                mutations.push(recorded.lock().unwrap_or_else(|e| e.into_inner()).commit(&input));
+                let journal = recorded.lock().unwrap_or_else(|e| e.into_inner());
+                // A step that proposed actions settles them before the run
+                // may finish.
+                let proposed = journal.entries().iter().any(|e| e.op == "actions.propose");
+                let (mut mutations, entry) = finish(outcome, proposed);
+                mutations.push(journal.commit(&input));
                 (mutations, entry)
             };
             let step_context = StepContext { workflow: run.workflow.clone(), journal, dry_run: false };
@@ -390,7 +422,7 @@ impl Runtime {
         let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
         let mut drives = Vec::new();
         for run in &unfinished {
-            let limit = definition_of(self.store(), run).map_or(1, |d| d.limits.concurrency as usize);
+            let limit = self.run_definition(run).map_or(1, |d| d.limits.concurrency as usize);
             let semaphore = limits
                 .entry(run.workflow.clone())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
@@ -432,29 +464,42 @@ impl Runtime {
         error: Option<String>,
     ) -> Result<Run, WorkflowError> {
         let note = error.clone();
-        let mutation = update_run("workflow.finish", &run.id, move |run| {
-            run.state = state;
-            run.cursor = None;
-            run.finishing_as = None;
-            run.waiting_on.clear();
-            run.finished_at_ms = Some(now_ms());
-            if note.is_some() {
-                run.error = note.clone();
-            }
-        });
-        let target = format!("{} {}", run.workflow, run.id);
-        let entry = match (state, &error) {
-            (RunState::Succeeded, _) => AuditEntry::allowed("host", "workflow.finish", target).with_reason("succeeded"),
-            (_, Some(why)) => {
-                AuditEntry::denied("host", "workflow.finish", target, format!("{}: {why}", state.as_str()))
-            }
-            (_, None) => AuditEntry::allowed("host", "workflow.finish", target).with_reason(state.as_str()),
-        };
+        let mutation = update_run("workflow.finish", &run.id, move |run| mark_finished(run, state, note.clone()));
+        let entry = finish_entry(run, state, error.as_deref());
         self.store().commit(Batch { mutations: vec![mutation], audit: vec![entry] }).await?;
+        self.after_finish(run).await?;
+        self.store().run(&run.id)?.ok_or_else(|| WorkflowError::NoSuchRun(run.id.clone()))
+    }
+
+    /// What follows a run's finish: a background workflow is judged on
+    /// its spend.
+    async fn after_finish(&self, run: &Run) -> Result<(), WorkflowError> {
         if run.trigger != "manual" {
             self.prune_if_costly(&run.workflow).await?;
         }
-        self.store().run(&run.id)?.ok_or_else(|| WorkflowError::NoSuchRun(run.id.clone()))
+        Ok(())
+    }
+}
+
+/// The audit entry of `run` finishing as `state`.
+fn finish_entry(run: &Run, state: RunState, error: Option<&str>) -> AuditEntry {
+    let target = format!("{} {}", run.workflow, run.id);
+    match (state, error) {
+        (RunState::Succeeded, _) => AuditEntry::allowed("host", "workflow.finish", target).with_reason("succeeded"),
+        (_, Some(why)) => AuditEntry::denied("host", "workflow.finish", target, format!("{}: {why}", state.as_str())),
+        (_, None) => AuditEntry::allowed("host", "workflow.finish", target).with_reason(state.as_str()),
+    }
+}
+
+/// Marks `run` finished as `state`, noting `error` if any.
+fn mark_finished(run: &mut Run, state: RunState, error: Option<String>) {
+    run.state = state;
+    run.cursor = None;
+    run.finishing_as = None;
+    run.waiting_on.clear();
+    run.finished_at_ms = Some(now_ms());
+    if error.is_some() {
+        run.error = error;
     }
 }
 
@@ -497,23 +542,28 @@ fn step_entry<'r>(run: &'r mut Run, id: &str, agent: &str, version: &str, at_ms:
 }
 
 /// The writes that record a successful call of `step` (or of one item of
-/// it): its output, the next step, an audit entry.
+/// it): its output, the next step, an audit entry. When the step is the
+/// run's last and proposed nothing, the same commit also finishes the run
+/// (succeeded, with its `workflow.finish` entry) if it is still running
+/// then: a pause or cancel that landed during the step keeps it from
+/// finishing, as before.
 fn finish_step(
     run_id: &str,
     step: StepDef,
     item: Option<u32>,
     started: StepAttempt,
-) -> impl Fn(&Outcome) -> (Vec<Mutation>, AuditEntry) + Send + Sync + use<> {
+) -> impl Fn(&Outcome, bool) -> (Vec<Mutation>, AuditEntry) + Send + Sync + use<> {
     let run_id = run_id.to_owned();
-    move |outcome: &Outcome| {
+    move |outcome: &Outcome, proposed: bool| {
         let output = output_value(outcome);
-        let (step, started) = (step.clone(), started.clone());
+        let next = next_step(&step, &output);
+        let finishes = item.is_none() && next.is_none() && !proposed;
+        let (step, started, id) = (step.clone(), started.clone(), run_id.clone());
         let target = match item {
             None => format!("{run_id} {}", step.id),
             Some(i) => format!("{run_id} {}.{i}", step.id),
         };
-        let mutation = update_run("workflow.step", &run_id, move |run| {
-            let next = next_step(&step, &output);
+        let record = move |run: &mut Run| {
             let s = step_entry(run, &step.id, &step.agent, &started.version, started.at_ms);
             s.version = started.version.clone();
             s.attempts = s.attempts.max(started.attempt);
@@ -526,11 +576,28 @@ fn finish_step(
                     s.error = None;
                     s.finished_at_ms = Some(now_ms());
                     if matches!(run.state, RunState::Running | RunState::Paused) {
-                        run.cursor = next;
+                        run.cursor = next.clone();
                     }
                 }
             }
-        });
+        };
+        let mutation = if finishes {
+            let apply = Arc::new(move |txn: &WriteTransaction| {
+                let mut entry = None;
+                runs::update_in(txn, &id, |run| {
+                    record(run);
+                    run.updated_at_ms = now_ms();
+                    if run.state == RunState::Running {
+                        mark_finished(run, RunState::Succeeded, None);
+                        entry = Some(finish_entry(run, RunState::Succeeded, None));
+                    }
+                })?;
+                Ok(entry.into_iter().collect())
+            });
+            Mutation::Audited(AuditedMutation { label: "workflow.step", apply })
+        } else {
+            update_run("workflow.step", &id, record)
+        };
         (vec![mutation], AuditEntry::allowed("host", "workflow.step", target).with_reason("succeeded"))
     }
 }
@@ -544,4 +611,85 @@ pub(super) fn step_intents(
     let prefix = format!("{id}/{step}");
     let all = runtime.store().intents_with_prefix(&prefix)?;
     Ok(all.into_iter().filter(|i| matches!(i.key.as_bytes().get(prefix.len()), Some(b'/' | b'.'))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Store;
+
+    const TWO_STEPS: &str = "[[steps]]\nid = \"one\"\nagent = \"a\"\n\n[[steps]]\nid = \"two\"\nagent = \"a\"\n";
+
+    fn store_with_run(state: RunState, cursor: &str) -> (tempfile::TempDir, Store, Run, WorkflowDef) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("keel.redb")).unwrap();
+        let def = definition::parse(Path::new("workflows/t.toml"), TWO_STEPS, &|_| AgentCheck::Agent).unwrap();
+        let run = Run {
+            id: runs::new_run_id(),
+            workflow: "t".into(),
+            definition: TWO_STEPS.into(),
+            definition_sha256: None,
+            source: "workflows/t.toml".into(),
+            trigger: "manual".into(),
+            input: Value::Null,
+            state,
+            cursor: Some(cursor.into()),
+            order: Vec::new(),
+            steps: BTreeMap::new(),
+            error: None,
+            paused_from: (state == RunState::Paused).then_some(RunState::Running),
+            finishing_as: None,
+            waiting_on: Vec::new(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            finished_at_ms: None,
+        };
+        store.commit_blocking(Batch { mutations: vec![runs::put(run.clone())], audit: vec![] }).unwrap();
+        (dir, store, run, def)
+    }
+
+    /// Commits step `id`'s success as a call's commit would; returns the
+    /// run and the operations audited by that commit.
+    fn commit_step(store: &Store, run: &Run, def: &WorkflowDef, id: &str, proposed: bool) -> (Run, Vec<String>) {
+        let step = def.step(id).unwrap().clone();
+        let started = StepAttempt { version: "1".into(), attempt: 1, at_ms: 2 };
+        let finish = finish_step(&run.id, step, None, started);
+        let (mutations, entry) = finish(&Outcome { output: "{}".into() }, proposed);
+        let receipt = store.commit_blocking(Batch { mutations, audit: vec![entry] }).unwrap();
+        let ops = receipt.audit_seqs.iter().map(|s| store.audit_get(*s).unwrap().unwrap().operation).collect();
+        (store.run(&run.id).unwrap().unwrap(), ops)
+    }
+
+    #[test]
+    fn the_last_steps_commit_finishes_a_running_run_with_one_finish_entry() {
+        let (_dir, store, run, def) = store_with_run(RunState::Running, "one");
+        let (after, ops) = commit_step(&store, &run, &def, "one", false);
+        assert_eq!((after.state, after.cursor.as_deref()), (RunState::Running, Some("two")));
+        assert_eq!(ops, ["workflow.step"], "not the last step: the run goes on");
+
+        let (after, ops) = commit_step(&store, &after, &def, "two", false);
+        assert_eq!((after.state, after.cursor), (RunState::Succeeded, None));
+        assert!(after.finished_at_ms.is_some());
+        assert_eq!(after.steps["two"].status, StepStatus::Succeeded);
+        assert_eq!(ops, ["workflow.step", "workflow.finish"], "step and finish land in one commit, in that order");
+        let finish = store.audit_tail(1).unwrap().remove(0);
+        assert_eq!((finish.target, finish.reason.as_deref()), (format!("t {}", run.id), Some("succeeded")));
+        assert_eq!(store.runs_in(RunState::Succeeded, 10).unwrap().len(), 1, "the state index follows");
+        assert!(store.runs_in(RunState::Running, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_last_step_that_proposed_or_a_paused_run_does_not_finish_in_the_steps_commit() {
+        let (_dir, store, run, def) = store_with_run(RunState::Running, "two");
+        let (after, ops) = commit_step(&store, &run, &def, "two", true);
+        assert_eq!((after.state, after.cursor), (RunState::Running, None), "its actions are settled first");
+        assert_eq!(ops, ["workflow.step"]);
+
+        // Paused (or cancelled) while the last step ran: the step lands,
+        // the run stays put, and nothing is audited as finished.
+        let (_dir, store, run, def) = store_with_run(RunState::Paused, "two");
+        let (after, ops) = commit_step(&store, &run, &def, "two", false);
+        assert_eq!((after.state, after.cursor), (RunState::Paused, None));
+        assert_eq!(ops, ["workflow.step"]);
+    }
 }

@@ -62,6 +62,9 @@ pub struct StepJournal {
     memo: VecDeque<JournalEntry>,
     /// Memo writes to land at once (money was spent).
     pending_memo: Vec<JournalEntry>,
+    /// The step has memo rows to drop when it commits: an earlier
+    /// attempt's, or this one's.
+    has_memo: bool,
     /// Replaying a recorded journal instead of recording one.
     replay: Option<Replay>,
 }
@@ -126,6 +129,7 @@ impl StepJournal {
             run: run.to_owned(),
             task: task.to_owned(),
             entries: Vec::new(),
+            has_memo: !memo.is_empty(),
             memo: memo.into(),
             pending_memo: Vec::new(),
             replay: None,
@@ -258,6 +262,7 @@ impl StepJournal {
             return None;
         }
         let rows = std::mem::take(&mut self.pending_memo);
+        self.has_memo = true;
         let (run, task) = (self.run.clone(), self.task.clone());
         let apply = Arc::new(move |txn: &WriteTransaction| {
             let mut memo = txn.open_table(MEMO)?;
@@ -278,18 +283,20 @@ impl StepJournal {
     }
 
     /// The write that stores this journal and the task's `input`, and
-    /// drops the memo: for the step's commit.
+    /// drops the memo: for the step's commit. The entries are serialized
+    /// here, off the committer's thread.
     pub fn commit(&self, input: &str) -> Mutation {
-        let (run, task, entries) = (self.run.clone(), self.task.clone(), self.entries.clone());
-        let input = input.to_owned();
+        let (run, task) = (self.run.clone(), self.task.clone());
+        let entries: Vec<(u32, String)> =
+            self.entries.iter().map(|e| (e.seq, serde_json::to_string(e).expect("entries serialize"))).collect();
+        let (input, has_memo) = (input.to_owned(), self.has_memo);
         let apply = Arc::new(move |txn: &WriteTransaction| {
             txn.open_table(INPUTS)?.insert((run.as_str(), task.as_str()), input.as_str())?;
             let mut journal = txn.open_table(JOURNAL)?;
-            for e in &entries {
-                let json = serde_json::to_string(e).expect("entries serialize");
-                journal.insert((run.as_str(), task.as_str(), e.seq), json.as_str())?;
+            for (seq, json) in &entries {
+                journal.insert((run.as_str(), task.as_str(), *seq), json.as_str())?;
             }
-            clear_memo_in(txn, &run, &task)
+            if has_memo { clear_memo_in(txn, &run, &task) } else { Ok(()) }
         });
         Mutation::Custom(CustomMutation { label: "workflow.journal", apply })
     }

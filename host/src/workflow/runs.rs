@@ -197,14 +197,36 @@ pub(crate) fn put_in(txn: &WriteTransaction, run: &Run) -> Result<(), StoreError
     replace_in(txn, run, old)
 }
 
+/// Reads run `id`, lets `change` change it and writes it back, keeping
+/// the state index in step; false if there is no such run.
+pub(crate) fn update_in(txn: &WriteTransaction, id: &str, change: impl FnOnce(&mut Run)) -> Result<bool, StoreError> {
+    let mut table = txn.open_table(RUNS)?;
+    let mut run: Run = match table.get(id)? {
+        Some(json) => serde_json::from_str(json.value()).map_err(|e| corrupt(id, e))?,
+        None => return Ok(false),
+    };
+    let old = run.state;
+    change(&mut run);
+    if old != run.state {
+        let mut by_state = txn.open_table(BY_STATE)?;
+        by_state.remove((old.as_str(), run.id.as_str()))?;
+        by_state.insert((run.state.as_str(), run.id.as_str()), ())?;
+    }
+    let json = serde_json::to_string(&run).expect("runs always serialize");
+    table.insert(run.id.as_str(), json.as_str())?;
+    Ok(true)
+}
+
 /// Writes `run` over the stored run whose state was `old` (`None`: new),
 /// keeping the state index in step; for callers that just read it.
 pub(crate) fn replace_in(txn: &WriteTransaction, run: &Run, old: Option<RunState>) -> Result<(), StoreError> {
-    let mut by_state = txn.open_table(BY_STATE)?;
-    if let Some(old) = old {
-        by_state.remove((old.as_str(), run.id.as_str()))?;
+    if old != Some(run.state) {
+        let mut by_state = txn.open_table(BY_STATE)?;
+        if let Some(old) = old {
+            by_state.remove((old.as_str(), run.id.as_str()))?;
+        }
+        by_state.insert((run.state.as_str(), run.id.as_str()), ())?;
     }
-    by_state.insert((run.state.as_str(), run.id.as_str()), ())?;
     let json = serde_json::to_string(run).expect("runs always serialize");
     txn.open_table(RUNS)?.insert(run.id.as_str(), json.as_str())?;
     Ok(())
