@@ -444,3 +444,28 @@ async fn in_a_workflow_step_a_stream_is_the_journaled_answer_in_one_piece() {
     assert_eq!(ops, ["model.complete"], "the answer is journaled like complete's: {journal:?}");
     assert_eq!(peer.request_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_deterministic_requests_in_flight_share_one_provider_call() {
+    let peer = OpenAiPeer::with_key(KEY).await;
+    peer.set_usage(UsageReply::Fixed { prompt: 100, completion: 50 });
+    // The first request takes a while, so the others arrive while it is asked.
+    peer.script([Fault::Delay(std::time::Duration::from_millis(400))]);
+    let s = setup(&peer, HOSTED_TIERS, "");
+    let one = || calls(&s.runtime, json!([complete("small", "the same question from three runs", 0)]));
+    let (a, b, c) = tokio::join!(one(), one(), one());
+    assert_eq!(peer.request_count(), 1, "one provider call for three identical requests");
+    let answers = [&a[0], &b[0], &c[0]];
+    assert!(answers.iter().all(|r| r["text"] == "echo: the same question from three runs"), "{answers:?}");
+    let paid: Vec<u64> = answers.iter().map(|r| r["cost_micros"].as_u64().unwrap()).collect();
+    assert_eq!((paid.iter().sum::<u64>(), paid.iter().filter(|c| **c == 0).count()), (200, 2), "{answers:?}");
+    let totals = spent(&s.ws, "plugin:model-caller");
+    assert_eq!((totals.calls, totals.cached, totals.micros), (3, 2, 200));
+    assert_eq!(audit_text(&s.ws).matches("answered from an identical request in flight").count(), 2);
+
+    // A request that differs (here: sampled) is never held for another.
+    peer.script([Fault::Delay(std::time::Duration::from_millis(200))]);
+    let sampled = || calls(&s.runtime, json!([complete("small", "the same question from three runs", 700)]));
+    tokio::join!(sampled(), sampled());
+    assert_eq!(peer.request_count(), 3);
+}

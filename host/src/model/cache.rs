@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,6 +67,64 @@ pub fn key(plugin: &str, chain: &[ModelRef], request: &ChatRequest) -> [u8; 32] 
 #[derive(Debug, Default)]
 pub struct RecentAnswers {
     answers: Mutex<HashMap<[u8; 32], CachedAnswer>>,
+}
+
+/// Deterministic requests being asked right now, by cache key. An identical
+/// request that arrives meanwhile (concurrent runs of one agent on the same
+/// input, say) waits for that answer instead of paying for it again.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    asking: Mutex<HashMap<[u8; 32], watch::Receiver<Option<CachedAnswer>>>>,
+}
+
+/// What [`InFlight::join`] makes of a request.
+pub enum Joined {
+    /// Nobody asks this yet: ask, then [`Leader::publish`] the answer.
+    Leader(Leader),
+    /// Someone does: [`Follower::answer`] waits for it.
+    Follower(Follower),
+}
+
+/// The request that asks the model; its key leaves the table when dropped.
+pub struct Leader {
+    key: [u8; 32],
+    answer: watch::Sender<Option<CachedAnswer>>,
+    flight: Arc<InFlight>,
+}
+
+pub struct Follower(watch::Receiver<Option<CachedAnswer>>);
+
+impl InFlight {
+    pub fn join(self: &Arc<Self>, key: [u8; 32]) -> Joined {
+        let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(answer) = asking.get(&key) {
+            return Joined::Follower(Follower(answer.clone()));
+        }
+        let (answer, receiver) = watch::channel(None);
+        asking.insert(key, receiver);
+        Joined::Leader(Leader { key, answer, flight: self.clone() })
+    }
+}
+
+impl Leader {
+    /// Hands the answer to every follower.
+    pub fn publish(&self, answer: &CachedAnswer) {
+        self.answer.send_replace(Some(answer.clone()));
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.flight.asking.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
+impl Follower {
+    /// The leader's answer; `None` if it got none (it failed, was refused
+    /// or cancelled), and the follower must ask for itself.
+    pub async fn answer(mut self) -> Option<CachedAnswer> {
+        self.0.wait_for(Option::is_some).await.ok().and_then(|answer| answer.clone())
+    }
 }
 
 /// Answers kept in memory at most; past it the map starts over.

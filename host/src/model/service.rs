@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch::EmbedBatcher;
-use super::cache::{self, CachedAnswer, RecentAnswers};
+use super::cache::{self, CachedAnswer, InFlight, Joined, RecentAnswers};
 use super::config::ProviderConfig;
 use super::config::{ModelConfig, ModelRef};
 use super::costs::{self, Budget, CostMeter, Totals, micros_text};
@@ -84,6 +84,7 @@ pub struct ModelService {
     providers: BTreeMap<String, Result<OpenAiProvider, String>>,
     meter: CostMeter,
     cache: RecentAnswers,
+    in_flight: Arc<InFlight>,
     batcher: EmbedBatcher,
     /// What `offline` means in the `embed` tier: the workspace's own
     /// in-process embedder (the local model when one is configured).
@@ -126,6 +127,7 @@ impl ModelService {
             providers,
             meter: CostMeter::default(),
             cache: RecentAnswers::default(),
+            in_flight: Arc::default(),
             batcher: EmbedBatcher::default(),
             offline_embedder: OfflineEmbedder(Arc::new(HashedEmbedder)),
         }
@@ -363,12 +365,27 @@ impl ModelService {
                     if let Some(pieces) = pieces {
                         pieces.send(&hit.text);
                     }
-                    return self.cache_hit(scope, tier, &chain, hit, &day, started);
+                    return self.cache_hit(scope, chain_label(tier, &chain), hit, &day, started, "the cache");
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "model cache unreadable; asking the model"),
             }
         }
+        let leader = match cache_key.map(|key| self.in_flight.join(key)) {
+            Some(Joined::Follower(follower)) => match follower.answer().await {
+                Some(answer) => {
+                    if let Some(pieces) = pieces {
+                        pieces.send(&answer.text);
+                    }
+                    let source = "an identical request in flight";
+                    return self.cache_hit(scope, chain_label(tier, &chain), answer, &day, started, source);
+                }
+                // The identical request got no answer: ask for this one.
+                None => None,
+            },
+            Some(Joined::Leader(leader)) => Some(leader),
+            None => None,
+        };
         let input: u64 = request.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum();
         let target = chain_label(tier, &chain);
         let estimate = self.estimate(&chain, (input, request.max_tokens.into()));
@@ -448,6 +465,9 @@ impl ModelService {
                 stored_at_ms: now,
                 expires_at_ms: now.saturating_add(ttl.as_millis() as u64),
             };
+            if let Some(leader) = &leader {
+                leader.publish(&stored);
+            }
             record.mutations.push(self.cache.put(key, stored, &self.config.cache));
         }
         let mut reason = format!(
@@ -480,18 +500,17 @@ impl ModelService {
     fn cache_hit(
         &self,
         scope: CallScope<'_>,
-        tier: &str,
-        chain: &[ModelRef],
+        target: String,
         hit: CachedAnswer,
         day: &str,
         started: Instant,
+        source: &str,
     ) -> Metered<Completed> {
         let free = Totals { calls: 1, cached: 1, ..Totals::default() };
         let rows = Self::charges(scope, &[]).into_iter().map(|(s, _)| (s, free)).collect();
         let settle = self.meter.settle_free(day, rows);
-        let target = chain_label(tier, chain);
         let entry = AuditEntry::allowed(scope.plugin, "model.complete", target)
-            .with_reason(format!("{}: answered from the cache, cost 0", hit.model));
+            .with_reason(format!("{}: answered from {source}, cost 0", hit.model));
         let completed = Completed {
             text: hit.text,
             json: hit.json,
