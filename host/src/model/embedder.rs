@@ -23,6 +23,7 @@ use super::config::ModelRef;
 use super::service::{CallScope, MAX_EMBED_TEXTS, ModelService, Urgency};
 use crate::bindings::GuestError;
 use crate::memory::Store;
+use crate::memory::semantic::embed::vectors_or_logged;
 use crate::memory::semantic::{Embedder, Lane};
 
 /// Who model-backed memory embeddings are charged to in `keel costs` and
@@ -162,17 +163,11 @@ impl Embedder for ModelEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-        self.try_embed(texts, Lane::Foreground).unwrap_or_else(|e| {
-            tracing::error!(embedder = self.id, "model embedder failed: {e}");
-            Vec::new()
-        })
+        vectors_or_logged(&self.id, self.try_embed(texts, Lane::Foreground))
     }
 
     fn embed_background(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-        self.try_embed(texts, Lane::Background).unwrap_or_else(|e| {
-            tracing::error!(embedder = self.id, "model embedder failed: {e}");
-            Vec::new()
-        })
+        vectors_or_logged(&self.id, self.try_embed(texts, Lane::Background))
     }
 
     fn try_embed(&self, texts: &[&str], lane: Lane) -> Result<Vec<Vec<f32>>, String> {

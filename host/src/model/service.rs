@@ -91,13 +91,20 @@ pub struct ModelService {
     offline_embedder: OfflineEmbedder,
 }
 
-/// The offline `embed` model, run in process.
+/// The offline `embed` model, run in process, got on first use: a local
+/// model takes a moment and 100 MiB to load, and most commands never embed.
 #[derive(Clone)]
-struct OfflineEmbedder(Arc<dyn Embedder>);
+struct OfflineEmbedder(Arc<dyn Fn() -> Arc<dyn Embedder> + Send + Sync>);
+
+impl OfflineEmbedder {
+    fn get(&self) -> Arc<dyn Embedder> {
+        (self.0)()
+    }
+}
 
 impl std::fmt::Debug for OfflineEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.id())
+        f.write_str("OfflineEmbedder")
     }
 }
 
@@ -129,16 +136,20 @@ impl ModelService {
             cache: RecentAnswers::default(),
             in_flight: Arc::default(),
             batcher: EmbedBatcher::default(),
-            offline_embedder: OfflineEmbedder(Arc::new(HashedEmbedder)),
+            offline_embedder: OfflineEmbedder(Arc::new(|| Arc::new(HashedEmbedder))),
         }
     }
 
-    /// Serves `offline` in the `embed` tier with `embedder` (the memory
-    /// plane's local model) instead of the hashed embedder, so a plugin's
-    /// `embed` and the semantic store agree on meaning. Its calls are
-    /// named `offline/ID` in costs and the audit log.
-    pub fn with_offline_embedder(mut self, embedder: Arc<dyn Embedder>) -> ModelService {
-        self.offline_embedder = OfflineEmbedder(embedder);
+    /// Serves `offline` in the `embed` tier with the embedder `get` returns
+    /// (the memory plane's local model, loaded on the first embedding)
+    /// instead of the hashed embedder, so a plugin's `embed` and the
+    /// semantic store agree on meaning. Its calls are named `offline/ID` in
+    /// costs and the audit log.
+    pub fn with_offline_embedder(
+        mut self,
+        get: impl Fn() -> Arc<dyn Embedder> + Send + Sync + 'static,
+    ) -> ModelService {
+        self.offline_embedder = OfflineEmbedder(Arc::new(get));
         self
     }
 
@@ -192,7 +203,7 @@ impl ModelService {
     }
 
     async fn embed_with(&self, model: &ModelRef, texts: &[String], lane: Lane) -> Result<EmbedResponse, ProviderError> {
-        if model.is_offline() && model.model == self.offline_embedder.0.id() {
+        if model.is_offline() && model.model == self.offline_embedder.get().id() {
             return self.embed_in_process(texts, lane).await;
         }
         if model.is_offline() {
@@ -209,7 +220,7 @@ impl ModelService {
     /// takes milliseconds of CPU per text, which must not stall the
     /// runtime's workers.
     async fn embed_in_process(&self, texts: &[String], lane: Lane) -> Result<EmbedResponse, ProviderError> {
-        let embedder = self.offline_embedder.0.clone();
+        let embedder = self.offline_embedder.get();
         let owned = texts.to_vec();
         let input_tokens = texts.iter().map(|t| estimate_tokens(t)).sum::<u64>();
         let embedded = tokio::task::spawn_blocking(move || {
@@ -558,7 +569,7 @@ impl ModelService {
     /// embedder.
     fn resolve_offline_embed(&self, model: ModelRef) -> ModelRef {
         if model.is_offline() && model.model == OfflineProvider::EMBED_MODEL {
-            ModelRef { provider: model.provider, model: self.offline_embedder.0.id().to_owned() }
+            ModelRef { provider: model.provider, model: self.offline_embedder.get().id().to_owned() }
         } else {
             model
         }

@@ -55,7 +55,7 @@ pub struct Workspace {
     store: Arc<Store>,
     /// Built on first use and shared: the local model loads once, and the
     /// model service and the memory plane agree on it.
-    embedder: OnceLock<EmbedderChoice>,
+    embedder: Arc<OnceLock<EmbedderChoice>>,
     models: OnceLock<Arc<ModelService>>,
 }
 
@@ -87,7 +87,7 @@ impl Workspace {
         };
         let config = WorkspaceConfig::parse(&text, &config_path).map_err(WorkspaceError::Config)?;
         let store = Arc::new(Store::open(&dir.join(DATABASE_FILE))?);
-        Ok(Workspace { root: dir.into(), config, store, embedder: OnceLock::new(), models: OnceLock::new() })
+        Ok(Workspace { root: dir.into(), config, store, embedder: Arc::default(), models: OnceLock::new() })
     }
 
     pub fn root(&self) -> &Path {
@@ -126,8 +126,13 @@ impl Workspace {
             let c = &self.config;
             let service = ModelService::new(c.model.clone(), &c.policy.currency, &c.secrets);
             let service = match &c.memory.embedder {
-                EmbedderConfig::Local { .. } if self.embedder().fallback.is_none() => {
-                    service.with_offline_embedder(self.embedder().embedder.clone())
+                // Loaded when a plugin first embeds, into the cell the memory
+                // plane shares; a fallback there is the hashed embedder.
+                local @ EmbedderConfig::Local { .. } => {
+                    let (cell, config, root) = (self.embedder.clone(), local.clone(), self.root.clone());
+                    service.with_offline_embedder(move || {
+                        cell.get_or_init(|| EmbedderChoice::open(&config, &root)).embedder.clone()
+                    })
                 }
                 _ => service,
             };

@@ -7,7 +7,9 @@ use crate::bindings::GuestError;
 use crate::bindings::keel::plugin::memory::{Hit, Note, RecallRequest};
 use crate::kernel::Request;
 use crate::memory::now_ms;
-use crate::memory::semantic::{self, MAX_BATCH_NOTES, MAX_RECALL_K, NewNote, RecallFilter, RecallQuery, SemanticError};
+use crate::memory::semantic::{
+    self, MAX_BATCH_NOTES, MAX_RECALL_K, NewNote, PreparedNote, RecallFilter, RecallQuery, SemanticError,
+};
 
 fn guest_error(e: SemanticError) -> GuestError {
     match e {
@@ -47,13 +49,8 @@ impl MemoryView<'_> {
     pub(super) fn note_remember(&mut self, namespace: &str, note: Note) -> Result<String, GuestError> {
         self.gate.check(self.caller, Request::MemoryWrite { namespace })?;
         let metadata = note_metadata(&note.metadata)?;
-        let mut prepared =
-            self.plane.semantic.prepare(&note.text, note.tags, metadata, now_ms()).map_err(guest_error)?;
-        prepared.note.owner = Some(self.caller.plugin.clone());
-        let id = prepared.note.id.clone();
-        let entry = self.caller.allowed("memory.remember", format!("{namespace}/{id}"));
-        self.writes.remember(namespace, prepared, entry);
-        Ok(id)
+        let prepared = self.plane.semantic.prepare(&note.text, note.tags, metadata, now_ms()).map_err(guest_error)?;
+        Ok(self.stage_note(namespace, prepared))
     }
 
     /// Bulk writes: one embedder call in the background lane for all.
@@ -70,15 +67,17 @@ impl MemoryView<'_> {
             .map(|n| Ok(NewNote { metadata: note_metadata(&n.metadata)?, text: n.text, tags: n.tags }))
             .collect::<Result<Vec<_>, GuestError>>()?;
         let prepared = self.plane.semantic.prepare_many(new, now_ms()).map_err(guest_error)?;
-        let mut ids = Vec::with_capacity(prepared.len());
-        for mut p in prepared {
-            p.note.owner = Some(self.caller.plugin.clone());
-            let id = p.note.id.clone();
-            let entry = self.caller.allowed("memory.remember", format!("{namespace}/{id}"));
-            self.writes.remember(namespace, p, entry);
-            ids.push(id);
-        }
-        Ok(ids)
+        Ok(prepared.into_iter().map(|p| self.stage_note(namespace, p)).collect())
+    }
+
+    /// Adds an embedded note, owned by the caller, to the call's writes;
+    /// its id.
+    fn stage_note(&mut self, namespace: &str, mut prepared: PreparedNote) -> String {
+        prepared.note.owner = Some(self.caller.plugin.clone());
+        let id = prepared.note.id.clone();
+        let entry = self.caller.allowed("memory.remember", format!("{namespace}/{id}"));
+        self.writes.remember(namespace, prepared, entry);
+        id
     }
 
     pub(super) fn note_recall(&self, requests: Vec<RecallRequest>) -> Result<Vec<Vec<Hit>>, GuestError> {

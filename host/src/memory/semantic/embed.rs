@@ -38,6 +38,16 @@ pub trait Embedder: Send + Sync {
     }
 }
 
+/// The vectors of `embedded`, or none when the embedder failed (logged,
+/// naming `id`): `embed` for an embedder whose `try_embed` can fail. The
+/// index refuses the empty answer and names the embedder.
+pub fn vectors_or_logged(id: &str, embedded: Result<Vec<Vec<f32>>, String>) -> Vec<Vec<f32>> {
+    embedded.unwrap_or_else(|reason| {
+        tracing::error!(embedder = id, "embedding failed: {reason}");
+        Vec::new()
+    })
+}
+
 /// Who waits on an embedding; see [`Embedder::embed_background`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {

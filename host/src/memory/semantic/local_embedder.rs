@@ -22,7 +22,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use super::embed::{Embedder, Lane};
+use super::embed::{Embedder, Lane, vectors_or_logged};
 use super::model_folder::{ModelFolder, ModelFolderError, Pooling};
 use super::priority::ForegroundFirst;
 
@@ -191,17 +191,6 @@ impl LocalEmbedder {
         let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
         pooled.broadcast_div(&norm)?.to_vec2::<f32>()
     }
-
-    fn embed_or_log(&self, texts: &[&str], batch: usize, before_chunk: impl Fn()) -> Vec<Vec<f32>> {
-        match self.run_chunks(texts, batch, before_chunk) {
-            Ok(v) => v,
-            Err(detail) => {
-                // The index refuses the empty answer and names the embedder.
-                tracing::error!(embedder = self.id, path = %self.path.display(), "local embedder failed: {detail}");
-                Vec::new()
-            }
-        }
-    }
 }
 
 impl Embedder for LocalEmbedder {
@@ -214,13 +203,11 @@ impl Embedder for LocalEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-        let _turn = self.gate.foreground();
-        self.embed_or_log(texts, BATCH, || {})
+        vectors_or_logged(&self.id, self.try_embed(texts, Lane::Foreground))
     }
 
     fn embed_background(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-        let turn = self.gate.background();
-        self.embed_or_log(texts, BACKGROUND_BATCH, || turn.yield_to_foreground())
+        vectors_or_logged(&self.id, self.try_embed(texts, Lane::Background))
     }
 
     fn try_embed(&self, texts: &[&str], lane: Lane) -> Result<Vec<Vec<f32>>, String> {
