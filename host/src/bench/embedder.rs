@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::semantic::TempDir;
 use super::{Percentiles, percentiles};
 use crate::memory::Store;
 use crate::memory::audit::AuditEntry;
@@ -83,9 +82,9 @@ pub fn run(model: &Path, notes: usize, queries: usize) -> anyhow::Result<Embedde
         background_per_s = background_per_s.best(rate(&texts, texts.len(), |c| embedder.embed_background(c)));
     }
 
-    let dir = TempDir::new()?;
-    let local_store = Store::open(&dir.0.join("local.redb"))?;
-    let hashed_store = Store::open(&dir.0.join("hashed.redb"))?;
+    let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
+    let local_store = Store::open(&dir.path().join("local.redb"))?;
+    let hashed_store = Store::open(&dir.path().join("hashed.redb"))?;
     let local_index = SemanticIndex::load(&local_store, embedder.clone())?;
     let hashed_index = SemanticIndex::load(&hashed_store, Arc::new(HashedEmbedder))?;
     let t = Instant::now();

@@ -1,7 +1,9 @@
 //! The semantic store's vector layer against brute force, in the same run:
-//! hnsw_rs as the semantic index configures it, an exact scan of the same
-//! vectors, and, when it is installed, hnswlib (`pip install hnswlib`) on
-//! the same vectors, on two data sets of unit vectors of 384 floats.
+//! hnsw_rs as the semantic index configures it (the graph laid out afresh
+//! after its build, [`AnnIndex::relaid`]), the same graph as inserted, an
+//! exact scan of the same vectors, and, when it is installed, hnswlib
+//! (`pip install hnswlib`) on the same vectors, on two data sets of unit
+//! vectors of 384 floats.
 //!
 //! * `uniform`: uniformly random vectors. Every vector is about as far from
 //!   every other, there is no neighbourhood for the graph to follow: the
@@ -16,7 +18,7 @@
 //! embedded here) on a file of the vectors written to the temp directory.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -75,6 +77,8 @@ pub struct SweepRow {
 pub struct DatasetReport {
     pub dataset: Dataset,
     pub build: Duration,
+    /// Time to lay the built graph out afresh.
+    pub relayout: Duration,
     /// Share of the exact top 10 that hnsw returned, over all queries.
     pub recall: f64,
     pub hnsw: Percentiles,
@@ -82,6 +86,9 @@ pub struct DatasetReport {
     pub hnsw_qps: f64,
     /// Mean CPU time of the searching thread per query, where measurable.
     pub hnsw_cpu: Option<Duration>,
+    /// The same graph as inserted, before its relayout.
+    pub as_built_recall: f64,
+    pub as_built: Percentiles,
     pub exact: Percentiles,
     pub exact_qps: f64,
     pub sweep: Vec<SweepRow>,
@@ -157,11 +164,14 @@ fn measure(dataset: Dataset, n: usize, queries: usize, params: &HnswParams) -> a
     let data: Vec<f32> = (0..n).flat_map(|_| sample(&mut rng).into_vec()).collect();
     let qs: Vec<Box<[f32]>> = (0..queries).map(|_| sample(&mut rng)).collect();
 
-    let index = AnnIndex::new(params, n)?;
+    let as_built = AnnIndex::new(params, n)?;
     let items: Vec<(&[f32], usize)> = data.chunks_exact(DIM).enumerate().map(|(i, v)| (v, i)).collect();
     let started = Instant::now();
-    index.insert_parallel(&items);
+    as_built.insert_parallel(&items);
     let build = started.elapsed();
+    let started = Instant::now();
+    let index = as_built.relaid()?;
+    let relayout = started.elapsed();
 
     let (exact_times, truth): (Vec<Duration>, Vec<Vec<usize>>) = qs
         .iter()
@@ -175,32 +185,35 @@ fn measure(dataset: Dataset, n: usize, queries: usize, params: &HnswParams) -> a
 
     // What the semantic index does: the graph's `ef` best, re-scored exactly.
     let vector_of = |id: usize| &data[id * DIM..(id + 1) * DIM];
-    let search = |q: &[f32], ef: usize| vector::rerank(q, &index.search(q, ef, ef), K, vector_of);
-    for q in qs.iter().cycle().take(WARMUP_QUERIES) {
-        search(q, params.ef_search);
+    let search = |index: &AnnIndex, q: &[f32], ef: usize| vector::rerank(q, &index.search(q, ef, ef), K, vector_of);
+    for graph in [&as_built, &index] {
+        for q in qs.iter().cycle().take(WARMUP_QUERIES) {
+            search(graph, q, params.ef_search);
+        }
     }
-    let run_queries = |ef: usize| {
+    let run_queries = |graph: &AnnIndex, ef: usize| {
         let (mut times, mut found) = (Vec::with_capacity(queries), 0);
         let (started, cpu) = (Instant::now(), thread_cpu_time());
         for (q, truth) in qs.iter().zip(&truth) {
             let t = Instant::now();
-            let hits = search(q, ef);
+            let hits = search(graph, q, ef);
             times.push(t.elapsed());
             found += hits.iter().filter(|nb| truth.contains(&nb.id)).count();
         }
         let cpu = cpu.zip(thread_cpu_time()).map(|(a, b)| b.saturating_sub(a) / queries as u32);
         (found as f64 / (queries * K) as f64, percentiles(times), started.elapsed(), cpu)
     };
-    let best_of_rounds = |ef: usize| {
-        let runs = (0..ROUNDS).map(|_| run_queries(ef));
+    let best_of_rounds = |graph: &AnnIndex, ef: usize| {
+        let runs = (0..ROUNDS).map(|_| run_queries(graph, ef));
         runs.min_by_key(|(_, p, _, _)| p.p50).expect("at least one round")
     };
-    let (recall, hnsw, hnsw_total, hnsw_cpu) = best_of_rounds(params.ef_search);
+    let (as_built_recall, as_built, _, _) = best_of_rounds(&as_built, params.ef_search);
+    let (recall, hnsw, hnsw_total, hnsw_cpu) = best_of_rounds(&index, params.ef_search);
     let mut sweep: Vec<SweepRow> = SWEEP_EF
         .iter()
         .chain([&params.ef_search])
         .map(|&ef| {
-            let (recall, p, _, _) = best_of_rounds(ef);
+            let (recall, p, _, _) = best_of_rounds(&index, ef);
             SweepRow { ef_search: ef, recall, p50: p.p50 }
         })
         .collect();
@@ -212,10 +225,13 @@ fn measure(dataset: Dataset, n: usize, queries: usize, params: &HnswParams) -> a
     Ok(DatasetReport {
         dataset,
         build,
+        relayout,
         recall,
         hnsw,
         hnsw_qps: queries as f64 / hnsw_total.as_secs_f64(),
         hnsw_cpu,
+        as_built_recall,
+        as_built,
         exact: percentiles(exact_times),
         exact_qps: queries as f64 / exact_total.as_secs_f64(),
         sweep,
@@ -232,8 +248,11 @@ fn run_hnswlib(
     params: &HnswParams,
     efs: &[usize],
 ) -> Result<HnswlibReport, String> {
-    let dir = TempDir::new().map_err(|e| format!("cannot create a temp dir: {e}"))?;
-    let (script, vectors) = (dir.0.join("hnswlib_semantic.py"), dir.0.join("vectors.bin"));
+    let dir = tempfile::Builder::new()
+        .prefix("keel-bench-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let (script, vectors) = (dir.path().join("hnswlib_semantic.py"), dir.path().join("vectors.bin"));
     std::fs::write(&script, HNSWLIB_SCRIPT).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
     write_vector_file(&vectors, data, queries, truth)
         .map_err(|e| format!("cannot write {}: {e}", vectors.display()))?;
@@ -280,24 +299,6 @@ fn write_vector_file(path: &Path, data: &[f32], queries: &[Box<[f32]>], truth: &
     out.flush()
 }
 
-/// A directory under the system temp dir, removed on drop.
-pub(super) struct TempDir(pub(super) PathBuf);
-
-impl TempDir {
-    pub(super) fn new() -> std::io::Result<TempDir> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let path = std::env::temp_dir().join(format!("keel-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// CPU time this thread has run, from `/proc/thread-self/schedstat`
 /// (nanoseconds); `None` elsewhere.
 fn thread_cpu_time() -> Option<Duration> {
@@ -320,7 +321,7 @@ impl std::fmt::Display for SemanticReport {
         )?;
         writeln!(
             f,
-            "{:<8} {:<14} {:>8} {:>10} {:>11} {:>11} {:>9} {:>11} {:>9} {:>8}",
+            "{:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9} {:>11} {:>9} {:>8}",
             "data", "search", "build s", "inserts/s", "p50", "p99", "q/s", "cpu/query", "recall@10", "speedup"
         )?;
         let n = self.n as f64;
@@ -329,7 +330,7 @@ impl std::fmt::Display for SemanticReport {
             let speedup = |p50: Duration| format!("{:.1}x", d.exact.p50.as_secs_f64() / p50.as_secs_f64());
             writeln!(
                 f,
-                "{name:<8} {:<14} {:>8.1} {:>10.0} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
+                "{name:<8} {:<16} {:>8.1} {:>10.0} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
                 "hnsw_rs",
                 d.build.as_secs_f64(),
                 n / d.build.as_secs_f64(),
@@ -342,7 +343,20 @@ impl std::fmt::Display for SemanticReport {
             )?;
             writeln!(
                 f,
-                "{name:<8} {:<14} {:>8} {:>10} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
+                "{name:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9} {:>11} {:>9.3} {:>8}",
+                "hnsw_rs as built",
+                "-",
+                "-",
+                us(d.as_built.p50),
+                us(d.as_built.p99),
+                "-",
+                "-",
+                d.as_built_recall,
+                speedup(d.as_built.p50)
+            )?;
+            writeln!(
+                f,
+                "{name:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
                 "exact",
                 "-",
                 "-",
@@ -359,7 +373,7 @@ impl std::fmt::Display for SemanticReport {
                     let (p50, p99) = (Duration::from_nanos(row.p50_ns), Duration::from_nanos(row.p99_ns));
                     writeln!(
                         f,
-                        "{name:<8} {:<14} {:>8.1} {:>10.0} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
+                        "{name:<8} {:<16} {:>8.1} {:>10.0} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
                         format!("hnswlib {}", lib.version),
                         lib.build_s,
                         n / lib.build_s,
@@ -371,10 +385,19 @@ impl std::fmt::Display for SemanticReport {
                         speedup(p50)
                     )?;
                 }
-                Err(why) => writeln!(f, "{name:<8} {:<14} skipped: {why}", "hnswlib")?,
+                Err(why) => writeln!(f, "{name:<8} {:<16} skipped: {why}", "hnswlib")?,
             }
         }
         writeln!(f, "speedup = exact p50 / p50; hnswlib times include its Python call (about 2 µs)")?;
+        for d in &self.datasets {
+            writeln!(
+                f,
+                "{}: the graph as built, laid out afresh in {:.1} s, searched {:.2}x as fast at p50",
+                d.dataset.name(),
+                d.relayout.as_secs_f64(),
+                d.as_built.p50.as_secs_f64() / d.hnsw.p50.as_secs_f64()
+            )?;
+        }
         for d in &self.datasets {
             write!(f, "ef_search sweep, {}, hnsw_rs (recall@10, p50):", d.dataset.name())?;
             for r in &d.sweep {
@@ -411,7 +434,8 @@ mod tests {
         let topics = report.datasets.iter().find(|d| d.dataset == Dataset::Topics).unwrap();
         assert!(topics.recall >= 0.9, "{text}");
         assert!(report.datasets.iter().all(|d| d.hnsw_qps > 0.0 && d.exact_qps > 0.0 && d.recall > 0.0), "{text}");
-        for needle in ["inserts/s", "uniform", "topics", "recall@10", "exact", "hnswlib", "speedup", "sweep, topics"] {
+        let needles = ["inserts/s", "uniform", "topics", "recall@10", "exact", "hnswlib", "speedup", "sweep, topics"];
+        for needle in needles.into_iter().chain(["as built", "laid out afresh"]) {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
     }

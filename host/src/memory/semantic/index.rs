@@ -583,6 +583,42 @@ mod tests {
     }
 
     #[test]
+    fn a_graph_is_laid_out_afresh_when_built_and_when_grown_by_a_quarter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("keel.redb")).unwrap();
+        let index = SemanticIndex::load_with(&store, Arc::new(Seeds), params(40)).unwrap();
+        let graph = || {
+            let ns = index.namespace("ns").unwrap();
+            let s = read(&ns.state);
+            (s.ann.clone().unwrap(), s.indexed, s.laid_out)
+        };
+        let add = |from: u64, to: u64| {
+            let notes: Vec<PreparedNote> = (from..to)
+                .map(|i| index.prepare(&format!("v{i}"), vec![], serde_json::Value::Null, i).unwrap())
+                .collect();
+            index.commit_notes(&store, "ns", notes, AuditEntry::allowed("t", "semantic.remember", "ns")).unwrap();
+            index.wait_indexed();
+        };
+        add(0, 60);
+        let (built, indexed, laid_out) = graph();
+        assert_eq!((indexed, laid_out, built.len()), (60, 60, 60));
+        // A sixth more: added to the same graph.
+        add(60, 70);
+        let (extended, indexed, laid_out) = graph();
+        assert!(Arc::ptr_eq(&built, &extended));
+        assert_eq!((indexed, laid_out), (70, 60));
+        // Over a quarter more than at the last layout: a fresh copy.
+        add(70, 80);
+        let (relaid, indexed, laid_out) = graph();
+        assert!(!Arc::ptr_eq(&built, &relaid));
+        assert_eq!((indexed, laid_out, relaid.len()), (80, 80, 80));
+        for i in [0, 65, 79] {
+            let hits = index.recall("ns", &format!("v{i}"), 1, &RecallFilter::default(), 100, None).unwrap();
+            assert_eq!(texts(&hits), [format!("v{i}")]);
+        }
+    }
+
+    #[test]
     fn inputs_over_the_limits_are_refused_with_advice() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("keel.redb")).unwrap();

@@ -119,6 +119,11 @@ pub enum SemanticError {
         "embedder `{id}` misbehaved: {detail}; it must return one finite vector of {dim} numbers per text (this is a bug in the embedder)"
     )]
     Embedder { id: String, dim: usize, detail: String },
+    #[error(
+        "cannot lay the hnsw graph out afresh: {reason}; searches stay right but are slower until the next graph \
+         build (check the free space and permissions of the temp directory, TMPDIR)"
+    )]
+    Relayout { reason: String },
     #[error("embedder `{id}` is unavailable: {reason}")]
     EmbedderUnavailable { id: String, reason: String },
 }

@@ -18,6 +18,10 @@
 //! hnsw_rs cannot delete: forgotten notes become empty slots the searches
 //! skip, and the graph is rebuilt once empty slots outnumber a quarter of
 //! the live notes.
+//!
+//! A freshly built graph is laid out afresh in memory before it is swapped
+//! in ([`AnnIndex::relaid`]), and again once a quarter more points have
+//! been added to it, which scatters them over the heap once more.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
@@ -39,6 +43,9 @@ const DEAD_SHARE_DIVISOR: usize = 4;
 /// A namespace without a graph compacts its slots once this many are empty
 /// (and at least as many as live ones).
 const MIN_DEAD_TO_COMPACT: usize = 64;
+/// A graph is laid out afresh once the points added since its last layout
+/// exceed that many divided by this.
+const RELAYOUT_GROWTH_DIVISOR: usize = 4;
 
 /// A note with its vector, on its way into a namespace's state.
 pub(super) struct Entry {
@@ -92,6 +99,8 @@ pub(super) struct State {
     pub(super) ann: Option<Arc<AnnIndex>>,
     /// Slots `0..indexed` are in `ann`; later ones are scanned exactly.
     pub(super) indexed: usize,
+    /// Slots `0..laid_out` were in `ann` when it was last laid out afresh.
+    pub(super) laid_out: usize,
 }
 
 impl State {
@@ -106,6 +115,7 @@ impl State {
             live: 0,
             ann: None,
             indexed: 0,
+            laid_out: 0,
         }
     }
 
@@ -178,6 +188,8 @@ enum Plan {
     Build,
     /// Add the next slots to the graph.
     Extend,
+    /// Lay the grown graph out afresh.
+    Relayout,
 }
 
 pub(super) struct Namespace {
@@ -223,6 +235,8 @@ impl Namespace {
                 Plan::Build
             } else if s.indexed < s.notes.len() {
                 Plan::Extend
+            } else if s.indexed - s.laid_out > s.laid_out / RELAYOUT_GROWTH_DIVISOR {
+                Plan::Relayout
             } else {
                 Plan::Idle
             }
@@ -235,6 +249,10 @@ impl Namespace {
             }
             Plan::Extend => {
                 self.extend();
+                true
+            }
+            Plan::Relayout => {
+                self.relayout();
                 true
             }
         }
@@ -250,16 +268,42 @@ impl Namespace {
             let ann = AnnIndex::new(&params.hnsw, s.live).expect("params are validated on load");
             let items: Vec<(&[f32], usize)> = s.live().enumerate().map(|(i, row)| (row.vector, i)).collect();
             ann.insert_parallel(&items);
-            (ann, s.compacted())
+            (self.laid_out_afresh(ann), s.compacted())
         };
         let notes = next.live;
         let mut s = write(&self.state);
         *s = next;
         s.indexed = s.notes.len();
+        s.laid_out = s.indexed;
         s.ann = Some(Arc::new(ann));
         drop(s);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(namespace = self.name, notes, elapsed_ms, "semantic index graph built");
+    }
+
+    /// Copies the grown graph to fresh memory under the read lock, then
+    /// swaps it in. Only this thread adds to the graph, so nothing is
+    /// added meanwhile.
+    fn relayout(&self) {
+        let relaid = {
+            let s = read(&self.state);
+            let Some(ann) = &s.ann else { return };
+            ann.relaid().inspect_err(|e| tracing::warn!(namespace = self.name, "{e}")).ok()
+        };
+        let mut s = write(&self.state);
+        // After a failure too: it is tried again when the graph has grown.
+        s.laid_out = s.indexed;
+        if let Some(relaid) = relaid {
+            s.ann = Some(Arc::new(relaid));
+        }
+    }
+
+    /// `ann` laid out afresh, or as it is if that fails (said in the log).
+    fn laid_out_afresh(&self, ann: AnnIndex) -> AnnIndex {
+        ann.relaid().unwrap_or_else(|e| {
+            tracing::warn!(namespace = self.name, "{e}");
+            ann
+        })
     }
 
     /// Adds up to [`INDEX_CHUNK`] slots to the graph (hnsw_rs inserts and
