@@ -20,8 +20,8 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{AnnT, DistDot, Distance, Hnsw};
@@ -270,11 +270,16 @@ impl AnnIndex {
     /// scratch files per 100k points. On error the caller keeps `self`:
     /// searches stay right, only slower.
     pub fn relaid(&self) -> Result<AnnIndex, SemanticError> {
+        self.relaid_in(&std::env::temp_dir())
+    }
+
+    /// [`AnnIndex::relaid`] with its scratch directory under `parent`.
+    fn relaid_in(&self, parent: &Path) -> Result<AnnIndex, SemanticError> {
         let failed = |reason: String| SemanticError::Relayout { reason };
         let scratch = tempfile::Builder::new()
             .prefix("keel-hnsw-")
-            .tempdir()
-            .map_err(|e| failed(format!("cannot create a scratch directory: {e}")))?;
+            .tempdir_in(parent)
+            .map_err(|e| failed(format!("cannot create a scratch directory in {}: {e}", parent.display())))?;
         const BASENAME: &str = "graph";
         // hnsw_rs panics, rather than failing, on some I/O errors.
         let relaid = catch_unwind(AssertUnwindSafe(|| {
@@ -522,5 +527,15 @@ mod tests {
         for (i, v) in more.iter().enumerate() {
             assert_eq!(relaid.search(v, 1, EF_SEARCH)[0].id, n + i);
         }
+    }
+
+    #[test]
+    fn a_relayout_without_scratch_space_says_where_and_what_to_do() {
+        let index = AnnIndex::new(&HnswParams::default(), 10).unwrap();
+        index.insert(&to_index_vector(&SplitMix64(3).unit_vector(DIM)), 0);
+        let err = index.relaid_in(Path::new("/nonexistent/keel")).unwrap_err().to_string();
+        assert!(err.contains("scratch directory in /nonexistent/keel"), "{err}");
+        assert!(err.contains("searches stay right") && err.contains("TMPDIR"), "{err}");
+        assert_eq!(index.relaid().unwrap().len(), 1);
     }
 }
