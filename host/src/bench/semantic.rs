@@ -306,12 +306,50 @@ fn thread_cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
 }
 
+/// One line of the report's table; `None` prints as `-`.
+struct TableRow<'a> {
+    data: &'a str,
+    search: &'a str,
+    build: Option<f64>,
+    p50: Duration,
+    p99: Duration,
+    qps: Option<f64>,
+    cpu: Option<Duration>,
+    recall: f64,
+}
+
+impl TableRow<'_> {
+    const HEADER: [&'static str; 10] =
+        ["data", "search", "build s", "inserts/s", "p50", "p99", "q/s", "cpu/query", "recall@10", "speedup"];
+
+    /// `n`: vectors built; `exact_p50`: what the speedup is against.
+    fn write(&self, f: &mut std::fmt::Formatter<'_>, n: usize, exact_p50: Duration) -> std::fmt::Result {
+        let dash = || "-".to_owned();
+        writeln!(
+            f,
+            "{:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9} {:>11} {:>9.3} {:>8}",
+            self.data,
+            self.search,
+            self.build.map_or_else(dash, |s| format!("{s:.1}")),
+            self.build.map_or_else(dash, |s| format!("{:.0}", n as f64 / s)),
+            micros(self.p50),
+            micros(self.p99),
+            self.qps.map_or_else(dash, |q| format!("{q:.0}")),
+            self.cpu.map_or_else(dash, micros),
+            self.recall,
+            format!("{:.1}x", exact_p50.as_secs_f64() / self.p50.as_secs_f64())
+        )
+    }
+}
+
+/// `12.3 µs`, or `12.3 ms` from 10 ms on.
+fn micros(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 10_000.0 { format!("{:.1} ms", us / 1000.0) } else { format!("{us:.1} µs") }
+}
+
 impl std::fmt::Display for SemanticReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let us = |d: Duration| {
-            let us = d.as_secs_f64() * 1e6;
-            if us >= 10_000.0 { format!("{:.1} ms", us / 1000.0) } else { format!("{us:.1} µs") }
-        };
         let p = &self.params;
         writeln!(
             f,
@@ -319,73 +357,33 @@ impl std::fmt::Display for SemanticReport {
              ef_construction {}, ef_search {}; builds on {} threads, searches on one",
             self.n, self.queries, p.max_nb_connection, p.ef_construction, p.ef_search, self.threads
         )?;
+        let h = TableRow::HEADER;
         writeln!(
             f,
             "{:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9} {:>11} {:>9} {:>8}",
-            "data", "search", "build s", "inserts/s", "p50", "p99", "q/s", "cpu/query", "recall@10", "speedup"
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]
         )?;
-        let n = self.n as f64;
         for d in &self.datasets {
-            let name = d.dataset.name();
-            let speedup = |p50: Duration| format!("{:.1}x", d.exact.p50.as_secs_f64() / p50.as_secs_f64());
-            writeln!(
-                f,
-                "{name:<8} {:<16} {:>8.1} {:>10.0} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
-                "hnsw_rs",
-                d.build.as_secs_f64(),
-                n / d.build.as_secs_f64(),
-                us(d.hnsw.p50),
-                us(d.hnsw.p99),
-                d.hnsw_qps,
-                d.hnsw_cpu.map_or("-".into(), us),
-                d.recall,
-                speedup(d.hnsw.p50)
-            )?;
-            writeln!(
-                f,
-                "{name:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9} {:>11} {:>9.3} {:>8}",
-                "hnsw_rs as built",
-                "-",
-                "-",
-                us(d.as_built.p50),
-                us(d.as_built.p99),
-                "-",
-                "-",
-                d.as_built_recall,
-                speedup(d.as_built.p50)
-            )?;
-            writeln!(
-                f,
-                "{name:<8} {:<16} {:>8} {:>10} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
-                "exact",
-                "-",
-                "-",
-                us(d.exact.p50),
-                us(d.exact.p99),
-                d.exact_qps,
-                "-",
-                1.0,
-                "1.0x"
-            )?;
+            let data = d.dataset.name();
+            let (n, exact_p50) = (self.n, d.exact.p50);
+            let build = Some(d.build.as_secs_f64());
+            let (p50, p99, qps, cpu, recall) = (d.hnsw.p50, d.hnsw.p99, Some(d.hnsw_qps), d.hnsw_cpu, d.recall);
+            TableRow { data, search: "hnsw_rs", build, p50, p99, qps, cpu, recall }.write(f, n, exact_p50)?;
+            let (p50, p99, recall) = (d.as_built.p50, d.as_built.p99, d.as_built_recall);
+            let search = "hnsw_rs as built";
+            TableRow { data, search, build: None, p50, p99, qps: None, cpu: None, recall }.write(f, n, exact_p50)?;
+            let (p50, p99, qps) = (d.exact.p50, d.exact.p99, Some(d.exact_qps));
+            TableRow { data, search: "exact", build: None, p50, p99, qps, cpu: None, recall: 1.0 }
+                .write(f, n, exact_p50)?;
             match &d.hnswlib {
                 Ok(lib) => {
                     let row = &lib.rows[0];
+                    let search = &format!("hnswlib {}", lib.version);
                     let (p50, p99) = (Duration::from_nanos(row.p50_ns), Duration::from_nanos(row.p99_ns));
-                    writeln!(
-                        f,
-                        "{name:<8} {:<16} {:>8.1} {:>10.0} {:>11} {:>11} {:>9.0} {:>11} {:>9.3} {:>8}",
-                        format!("hnswlib {}", lib.version),
-                        lib.build_s,
-                        n / lib.build_s,
-                        us(p50),
-                        us(p99),
-                        row.qps,
-                        "-",
-                        row.recall,
-                        speedup(p50)
-                    )?;
+                    let (build, qps, recall) = (Some(lib.build_s), Some(row.qps), row.recall);
+                    TableRow { data, search, build, p50, p99, qps, cpu: None, recall }.write(f, n, exact_p50)?;
                 }
-                Err(why) => writeln!(f, "{name:<8} {:<16} skipped: {why}", "hnswlib")?,
+                Err(why) => writeln!(f, "{data:<8} {:<16} skipped: {why}", "hnswlib")?,
             }
         }
         writeln!(f, "speedup = exact p50 / p50; hnswlib times include its Python call (about 2 µs)")?;
@@ -401,7 +399,7 @@ impl std::fmt::Display for SemanticReport {
         for d in &self.datasets {
             write!(f, "ef_search sweep, {}, hnsw_rs (recall@10, p50):", d.dataset.name())?;
             for r in &d.sweep {
-                write!(f, "  {}: {:.3} {}", r.ef_search, r.recall, us(r.p50))?;
+                write!(f, "  {}: {:.3} {}", r.ef_search, r.recall, micros(r.p50))?;
             }
             writeln!(f)?;
             if let Ok(lib) = &d.hnswlib {
@@ -410,7 +408,7 @@ impl std::fmt::Display for SemanticReport {
                 rows.dedup_by_key(|r| r.ef);
                 write!(f, "ef_search sweep, {}, hnswlib (recall@10, p50):", d.dataset.name())?;
                 for r in &rows {
-                    write!(f, "  {}: {:.3} {}", r.ef, r.recall, us(Duration::from_nanos(r.p50_ns)))?;
+                    write!(f, "  {}: {:.3} {}", r.ef, r.recall, micros(Duration::from_nanos(r.p50_ns)))?;
                 }
                 writeln!(f)?;
             }
