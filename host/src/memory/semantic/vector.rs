@@ -16,7 +16,7 @@
 //! other threads' and with scratch space. [`AnnIndex::relaid`] copies it
 //! through hnsw_rs's own dump and reload, which allocates the nodes one
 //! after the other and each node's links together; the same searches then
-//! take about 40% less time (docs/perf.md).
+//! take about a third less time (docs/perf.md).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
