@@ -164,13 +164,13 @@ fn measure(dataset: Dataset, n: usize, queries: usize, params: &HnswParams) -> a
     let data: Vec<f32> = (0..n).flat_map(|_| sample(&mut rng).into_vec()).collect();
     let qs: Vec<Box<[f32]>> = (0..queries).map(|_| sample(&mut rng)).collect();
 
-    let as_built = AnnIndex::new(params, n)?;
+    let built = AnnIndex::new(params, n)?;
     let items: Vec<(&[f32], usize)> = data.chunks_exact(DIM).enumerate().map(|(i, v)| (v, i)).collect();
     let started = Instant::now();
-    as_built.insert_parallel(&items);
+    built.insert_parallel(&items);
     let build = started.elapsed();
     let started = Instant::now();
-    let index = as_built.relaid()?;
+    let index = built.relaid()?;
     let relayout = started.elapsed();
 
     let (exact_times, truth): (Vec<Duration>, Vec<Vec<usize>>) = qs
@@ -186,7 +186,7 @@ fn measure(dataset: Dataset, n: usize, queries: usize, params: &HnswParams) -> a
     // What the semantic index does: the graph's `ef` best, re-scored exactly.
     let vector_of = |id: usize| &data[id * DIM..(id + 1) * DIM];
     let search = |index: &AnnIndex, q: &[f32], ef: usize| vector::rerank(q, &index.search(q, ef, ef), K, vector_of);
-    for graph in [&as_built, &index] {
+    for graph in [&built, &index] {
         for q in qs.iter().cycle().take(WARMUP_QUERIES) {
             search(graph, q, params.ef_search);
         }
@@ -207,7 +207,8 @@ fn measure(dataset: Dataset, n: usize, queries: usize, params: &HnswParams) -> a
         let runs = (0..ROUNDS).map(|_| run_queries(graph, ef));
         runs.min_by_key(|(_, p, _, _)| p.p50).expect("at least one round")
     };
-    let (as_built_recall, as_built, _, _) = best_of_rounds(&as_built, params.ef_search);
+    let (as_built_recall, as_built, _, _) = best_of_rounds(&built, params.ef_search);
+    drop(built);
     let (recall, hnsw, hnsw_total, hnsw_cpu) = best_of_rounds(&index, params.ef_search);
     let mut sweep: Vec<SweepRow> = SWEEP_EF
         .iter()
