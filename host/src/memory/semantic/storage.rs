@@ -11,6 +11,7 @@
 //! recorded, so older rows read as unowned, shared notes.
 
 use std::hash::{BuildHasher, Hasher};
+use std::ops::ControlFlow;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -214,37 +215,50 @@ pub fn notes_created_before(
     cutoff_ms: u64,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let txn = store.db().begin_read()?;
-    let Some(notes) = open_read(&txn, NOTES)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
-    for item in notes.range((namespace, "")..)? {
-        let (key, row) = item?;
-        let (ns, id) = key.value();
-        if ns != namespace || out.len() >= limit || parse_note(ns, id, row.value())?.created_at_ms >= cutoff_ms {
-            break;
+    if limit == 0 {
+        return Ok(out);
+    }
+    walk_namespace(store, namespace, |id, note| {
+        if note.created_at_ms >= cutoff_ms {
+            return ControlFlow::Break(());
         }
         out.push(id.to_owned());
-    }
+        if out.len() < limit { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+    })?;
     Ok(out)
 }
 
 /// Ids of the notes of `namespace` that plugin `owner` remembered, for
 /// `keel remove --purge`.
 pub fn notes_owned_by(store: &Store, namespace: &str, owner: &str) -> Result<Vec<String>, StoreError> {
-    let txn = store.db().begin_read()?;
-    let Some(notes) = open_read(&txn, NOTES)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
+    walk_namespace(store, namespace, |id, note| {
+        if note.owner.as_deref() == Some(owner) {
+            out.push(id.to_owned());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `visit` with the notes of `namespace` in id (that is, creation)
+/// order, until it breaks or the namespace ends.
+fn walk_namespace(
+    store: &Store,
+    namespace: &str,
+    mut visit: impl FnMut(&str, StoredNote) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let txn = store.db().begin_read()?;
+    let Some(notes) = open_read(&txn, NOTES)? else { return Ok(()) };
     for item in notes.range((namespace, "")..)? {
         let (key, row) = item?;
         let (ns, id) = key.value();
-        if ns != namespace {
+        if ns != namespace || visit(id, parse_note(ns, id, row.value())?).is_break() {
             break;
         }
-        if parse_note(ns, id, row.value())?.owner.as_deref() == Some(owner) {
-            out.push(id.to_owned());
-        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Notes per namespace (a scan of the keys), for `keel memory stats`.
