@@ -268,7 +268,7 @@ impl Namespace {
             let ann = AnnIndex::new(&params.hnsw, s.live).expect("params are validated on load");
             let items: Vec<(&[f32], usize)> = s.live().enumerate().map(|(i, row)| (row.vector, i)).collect();
             ann.insert_parallel(&items);
-            (self.laid_out_afresh(ann), s.compacted())
+            (self.relaid_or_logged(&ann).unwrap_or(ann), s.compacted())
         };
         let notes = next.live;
         let mut s = write(&self.state);
@@ -288,7 +288,7 @@ impl Namespace {
         let relaid = {
             let s = read(&self.state);
             let Some(ann) = &s.ann else { return };
-            ann.relaid().inspect_err(|e| tracing::warn!(namespace = self.name, "{e}")).ok()
+            self.relaid_or_logged(ann)
         };
         let mut s = write(&self.state);
         // After a failure too: it is tried again when the graph has grown.
@@ -298,12 +298,10 @@ impl Namespace {
         }
     }
 
-    /// `ann` laid out afresh, or as it is if that fails (said in the log).
-    fn laid_out_afresh(&self, ann: AnnIndex) -> AnnIndex {
-        ann.relaid().unwrap_or_else(|e| {
-            tracing::warn!(namespace = self.name, "{e}");
-            ann
-        })
+    /// `ann` laid out afresh, or `None` if that failed (said in the log:
+    /// the caller keeps `ann`).
+    fn relaid_or_logged(&self, ann: &AnnIndex) -> Option<AnnIndex> {
+        ann.relaid().inspect_err(|e| tracing::warn!(namespace = self.name, "{e}")).ok()
     }
 
     /// Adds up to [`INDEX_CHUNK`] slots to the graph (hnsw_rs inserts and
